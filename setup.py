@@ -1,0 +1,22 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sspo-verl",
+    version="0.1.0",
+    description="Soft Sequence Policy Optimization (SSPO) policy losses for verl",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["sspo_verl", "sspo_verl.*"]),
+    python_requires=">=3.10",
+    # torch is not pinned here: install the build you want first (CPU wheel, or your cluster's CUDA build).
+    install_requires=["verl>=0.9.1,<0.10", "torch>=2.4", "packaging"],
+    extras_require={
+        "test": ["pytest>=7", "verl[verl-core]>=0.9.1,<0.10"],
+        "gpu": ["vllm", "flash-attn"],
+    },
+    # `import verl` loads this entry point in every process (driver and Ray workers) -> loss modes registered.
+    entry_points={"verl.plugins": ["sspo = sspo_verl"]},
+)

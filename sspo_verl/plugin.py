@@ -1,0 +1,237 @@
+"""verl glue: the SSPO loss modes in verl's policy-loss registry, config checks, loud failures.
+
+This is the only module that touches verl internals for the loss. It registers
+
+    sspo            the paper's main gate (arctan, Cauchy-shaped)
+    sspo_<gate>     one mode per gate in `gates.GATES` (arctan, sigmoid, erf, softsign, and user gates)
+
+Each mode follows verl's policy-loss contract (`verl.workers.utils.losses.ppo_loss` calls it by keyword)
+and aggregates only through verl's `agg_loss(..., **config.global_batch_info)`, so the loss and its
+gradient are exact under any micro-batch split and data-parallel size.
+
+`loss_agg_mode` is honoured, as verl's vanilla and gspo losses honour it. The paper's objective (eq. 10)
+is `seq-mean-token-mean`; any other mode keeps the gates and sequence weights but re-weights each
+sequence's term (token-mean: by its length, DAPO-style). Because verl's default is `token-mean`, a run
+that leaves it unset would silently train a different objective: we warn once per process and mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from importlib import metadata
+from typing import Any, Optional
+
+import torch
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
+from verl.workers.config import ActorConfig
+
+from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
+from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
+
+logger = logging.getLogger("sspo_verl")
+
+SUPPORTED_VERL = SpecifierSet(">=0.9.1,<0.10")
+PAPER_AGG_MODE = "seq-mean-token-mean"
+LOSS_MODE_PREFIX = "sspo"
+# s_i <= exp(bound(tau)); keep it far inside float32 (max ~ exp(88)) so s_i * A_i and its sums stay finite.
+MAX_LOG_SEQ_WEIGHT = 60.0
+INSTALL_HINT = "pip install sspo-verl (the `sspo_verl` package) into the Python that runs verl, on every node"
+
+_warned: set[tuple] = set()
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loss modes <-> gates
+# ---------------------------------------------------------------------------------------------------
+
+
+def loss_mode_for(gate_name: str) -> str:
+    return f"{LOSS_MODE_PREFIX}_{gate_name}"
+
+
+def gate_for_loss_mode(loss_mode: str) -> Optional[str]:
+    """The gate name behind an SSPO loss mode, None for a mode that is not SSPO's."""
+    if loss_mode == LOSS_MODE_PREFIX:
+        return DEFAULT_GATE
+    if loss_mode.startswith(LOSS_MODE_PREFIX + "_"):
+        return loss_mode[len(LOSS_MODE_PREFIX) + 1 :]
+    return None
+
+
+def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, float]:
+    """Validate tau_pos / tau_neg for `gate`; return them as floats or raise a ValueError with the fix."""
+    taus = {}
+    for key, value in (("tau_pos", tau_pos), ("tau_neg", tau_neg)):
+        fix = f"set actor_rollout_ref.actor.{key}=<a positive number>, e.g. {key}=1.0"
+        try:
+            tau = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.") from None
+        if not (math.isfinite(tau) and tau > 0):
+            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.")
+        bound = gate.bound(tau)
+        if bound > MAX_LOG_SEQ_WEIGHT:
+            tau_min = next(t for t in (10.0 ** (k / 10) for k in range(-40, 40)) if gate.bound(t) <= MAX_LOG_SEQ_WEIGHT)
+            raise ValueError(
+                f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
+                f"could reach exp({bound:.3g}), past float32's range. Use {key} >= {tau_min:.3g}."
+            )
+        taus[key] = tau
+    if taus["tau_neg"] < taus["tau_pos"]:
+        _warn_once(
+            ("tau_order", taus["tau_pos"], taus["tau_neg"]),
+            f"SSPO: tau_neg={taus['tau_neg']} < tau_pos={taus['tau_pos']}; the paper uses tau_neg > tau_pos "
+            "(negative-advantage tokens gated more sharply, as in SAPO's 1.0 / 1.05).",
+        )
+    return taus["tau_pos"], taus["tau_neg"]
+
+
+def _warn_agg_mode(loss_mode: str, loss_agg_mode: str) -> None:
+    if loss_agg_mode != PAPER_AGG_MODE:
+        _warn_once(
+            ("agg", loss_mode, loss_agg_mode),
+            f"SSPO: loss_mode={loss_mode} with loss_agg_mode={loss_agg_mode}: sequence weights and gates are kept, "
+            f"but each sequence's term is re-weighted by the aggregation (token-mean: by its length), which is not "
+            f"the paper's objective (eq. 10). Set actor_rollout_ref.actor.loss_agg_mode={PAPER_AGG_MODE} to train "
+            f"the paper's objective. (Warned once per process.)",
+        )
+
+
+def check_actor_config(config: Any) -> None:
+    """Config-time check of an actor config (verl ActorConfig or a DictConfig with the same keys).
+
+    Does nothing for loss modes that are not SSPO's. For SSPO modes: the gate exists, the temperatures
+    are valid, and a warning (once) when the aggregation is not the paper's.
+    """
+    loss_mode = config.policy_loss.get("loss_mode", "vanilla") if config.policy_loss is not None else "vanilla"
+    gate_name = gate_for_loss_mode(loss_mode)
+    if gate_name is None:
+        return
+    if gate_name not in GATES:
+        raise ValueError(
+            f"SSPO: actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} names gate {gate_name!r}, which is not "
+            f"registered. Known SSPO loss modes: {sorted(registered_loss_modes())}. For a gate of your own, register it "
+            f"with sspo_verl.register_gate(...) in a module that every worker imports "
+            f"(actor_rollout_ref.model.external_lib=<your module>)."
+        )
+    check_temperatures(GATES[gate_name], config.tau_pos, config.tau_neg)
+    _warn_agg_mode(loss_mode, config.loss_agg_mode)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The policy loss
+# ---------------------------------------------------------------------------------------------------
+
+
+def make_policy_loss(gate_name: str, loss_mode: Optional[str] = None):
+    """verl policy-loss function for one gate, registered as `loss_mode` (default sspo_<gate>)."""
+    gate = get_gate(gate_name)
+    loss_mode = loss_mode or loss_mode_for(gate_name)
+
+    def compute_policy_loss_sspo(
+        old_log_prob: torch.Tensor,  # (B, T)
+        log_prob: torch.Tensor,  # (B, T)
+        advantages: torch.Tensor,  # (B, T)
+        response_mask: torch.Tensor,  # (B, T) bool
+        loss_agg_mode: str = PAPER_AGG_MODE,
+        config: Optional[ActorConfig] = None,
+        rollout_is_weights: Optional[torch.Tensor] = None,  # (B, T)
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if config is None:
+            raise ValueError(f"SSPO loss {loss_mode} needs the actor config (config=...) for tau_pos / tau_neg.")
+        tau_pos, tau_neg = check_temperatures(gate, config.tau_pos, config.tau_neg)
+        _warn_agg_mode(loss_mode, loss_agg_mode)
+
+        loss_mat, stats = sspo_token_loss(log_prob, old_log_prob, advantages, response_mask, gate, tau_pos, tau_neg)
+        if rollout_is_weights is not None:  # per-token rollout-correction weights, as verl's other losses apply them
+            loss_mat = loss_mat * torch.where(response_mask.bool(), rollout_is_weights.to(loss_mat.dtype), 0)
+        loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **config.global_batch_info)
+
+        values = stats.as_floats()  # the one host sync of this call
+        if values["n_bad"] > 0:
+            raise SSPOInputError(describe_bad_inputs(log_prob, old_log_prob, advantages, response_mask))
+        return loss, {
+            "actor/ppo_kl": values["ppo_kl"],
+            # A token is "clipped" when the gate passes less than half its gradient (w < 0.5).
+            "actor/pg_clipfrac": values["clipfrac_pos"],
+            "actor/pg_clipfrac_lower": values["clipfrac_neg"],
+            "actor/sspo/token_w_mean": values["w_mean"],
+            "actor/sspo/token_w_min": values["w_min"],
+            "actor/sspo/token_w_frac_below_half": values["w_frac_clipped"],
+            "actor/sspo/seq_s_mean": values["s_mean"],
+            "actor/sspo/seq_s_min": values["s_min"],
+            "actor/sspo/seq_s_max": values["s_max"],
+            "actor/sspo/log_ratio_abs_max": values["log_ratio_abs_max"],
+        }
+
+    compute_policy_loss_sspo.__name__ = f"compute_policy_loss_{loss_mode}"
+    compute_policy_loss_sspo.__doc__ = f"SSPO policy loss (paper eq. 10/13) with the {gate.name} gate: {gate.formula}."
+    return compute_policy_loss_sspo
+
+
+def registered_loss_modes() -> list[str]:
+    return [m for m in POLICY_LOSS_REGISTRY if gate_for_loss_mode(m) is not None]
+
+
+def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
+    """Add a gate of your own; its requirements are checked numerically; returns its loss mode `sspo_<name>`.
+
+    log_g(x, tau) and weight(x, tau) are elementwise torch functions of x = log r (weight = d log_g / dx);
+    bound(tau) is a finite bound on |log_g|. Example (w = (1 + tau^2 x^2)^(-3/2)):
+
+        sspo_verl.register_gate("algebraic", lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),
+                                lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)
+
+    Ray workers need the registration too: call it in a module they import
+    (actor_rollout_ref.model.external_lib=<that module>).
+    """
+    gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
+    check_gate(gate)
+    GATES[name] = gate
+    mode = loss_mode_for(name)
+    register_policy_loss(mode)(make_policy_loss(name))
+    return mode
+
+
+def _extend_actor_config_validation() -> None:
+    """Validate SSPO settings when verl builds its ActorConfig (main_ppo does so on the driver, before any worker)."""
+    original = ActorConfig.__post_init__
+    if getattr(original, "_sspo_checked", False):
+        return
+
+    def __post_init__(self):
+        original(self)
+        check_actor_config(self)
+
+    __post_init__._sspo_checked = True
+    ActorConfig.__post_init__ = __post_init__
+
+
+def register_loss_modes() -> list[str]:
+    """Register `sspo` and every `sspo_<gate>`; idempotent. Failures are logged at ERROR before raising,
+    because verl's entry-point loader swallows plugin exceptions at DEBUG level."""
+    try:
+        version = metadata.version("verl")
+        if Version(version) not in SUPPORTED_VERL:
+            _warn_once(("verl_version",), f"sspo_verl is tested with verl{SUPPORTED_VERL}; found verl {version}.")
+        for name in GATES:
+            register_policy_loss(loss_mode_for(name))(make_policy_loss(name))
+        register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(DEFAULT_GATE, LOSS_MODE_PREFIX))
+        _extend_actor_config_validation()
+    except Exception as exc:
+        logger.error(
+            "sspo_verl failed to register its loss modes (%s: %s); loss_mode=sspo* will be reported as "
+            "'Unsupported loss mode'. Fix: reinstall matching versions, %s, with verl%s.",
+            type(exc).__name__, exc, INSTALL_HINT, SUPPORTED_VERL,
+        )
+        raise
+    return registered_loss_modes()

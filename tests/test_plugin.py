@@ -1,0 +1,244 @@
+"""The loss modes inside verl: registry, ppo_loss contract, global_batch_info invariances, config errors."""
+
+import logging
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
+from verl.utils import tensordict_utils as tu
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
+
+import sspo_verl
+from sspo_verl import plugin
+from sspo_verl.gates import GATES
+
+from .helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, random_batch
+
+AGG_MODES = ["seq-mean-token-mean", "token-mean", "seq-mean-token-sum", "token-sum"]
+
+
+def test_every_gate_has_a_registered_loss_mode():
+    assert set(SSPO_MODES) <= set(POLICY_LOSS_REGISTRY)
+    assert {f"sspo_{g}" for g in GATES} <= set(plugin.registered_loss_modes())
+    assert get_policy_loss_fn("sspo").__name__ == "compute_policy_loss_sspo"
+    # the built-in verl modes are untouched
+    assert {"vanilla", "gspo", "geo_mean", "sapo"} <= set(POLICY_LOSS_REGISTRY)
+    assert POLICY_LOSS_REGISTRY["sapo"].__module__ == "verl.trainer.ppo.core_algos"
+
+
+def _global_info(batch: Batch, dp_size=1) -> dict:
+    # what verl's engine puts into data before ppo_loss: global token count and global batch size
+    return {"dp_size": dp_size, "batch_num_tokens": int(batch.mask.sum()), "global_batch_size": batch.mask.shape[0],
+            "loss_scale_factor": None}
+
+
+def _split_loss_and_grad(mode, batch, agg, splits, dp_size=1):
+    """Micro-batches of one mini-batch (dp ranks are chunks too): summed loss, gradient as DDP would average it."""
+    info = _global_info(batch, dp_size)
+    cfg = actor_config(mode, 0.8, 1.3, loss_agg_mode=agg, global_batch_info=info)
+    grad = torch.zeros_like(batch.log_prob)
+    total = 0.0
+    for idx in torch.arange(batch.mask.shape[0]).chunk(splits * dp_size):
+        part = batch.rows(idx)
+        loss, metrics = call_loss(mode, part, cfg)
+        (g,) = torch.autograd.grad(loss, part.log_prob)
+        grad[idx] += g / dp_size  # DDP/FSDP average gradients over ranks
+        total += loss.item() / dp_size
+    return total, grad, metrics
+
+
+@pytest.mark.parametrize("mode", ["sspo", "sspo_softsign"])
+@pytest.mark.parametrize("agg", AGG_MODES)
+def test_micro_batch_split_and_dp_size_do_not_change_loss_or_gradient(mode, agg):
+    batch = random_batch(B=16, T=13, seed=20, scale=1.0)
+    batch.mask[5] = False  # a fully masked row
+    whole_loss, whole_grad, metrics = _split_loss_and_grad(mode, batch, agg, splits=1)
+    for splits, dp_size in [(2, 1), (8, 1), (1, 2), (4, 2)]:
+        loss, grad, m = _split_loss_and_grad(mode, batch, agg, splits, dp_size)
+        assert loss == pytest.approx(whole_loss, rel=1e-10), (splits, dp_size)
+        torch.testing.assert_close(grad, whole_grad, rtol=1e-10, atol=1e-14)
+        assert m.keys() == metrics.keys()
+
+
+def test_verl_geo_mean_gradient_grows_with_micro_batch_count_but_sspo_does_not():
+    # Why the project never aggregates with torch.mean: verl's geo_mean does, so its accumulated gradient
+    # is multiplied by the number of micro-batches.
+    batch = random_batch(B=8, T=10, seed=21, scale=0.1)
+    norms = {}
+    for mode in ("geo_mean", "sspo"):
+        for splits in (1, 4):
+            _, grad, _ = _split_loss_and_grad(mode, batch, PAPER_AGG, splits)
+            norms[mode, splits] = grad.norm().item()
+    assert norms["geo_mean", 4] == pytest.approx(4 * norms["geo_mean", 1], rel=1e-9)
+    assert norms["sspo", 4] == pytest.approx(norms["sspo", 1], rel=1e-10)
+
+
+def test_fully_masked_rows_change_nothing():
+    batch = random_batch(B=6, T=8, seed=22)
+    padded = Batch(*(torch.cat([t.detach(), t.detach()[:2]]) for t in (batch.old_log_prob, batch.log_prob, batch.advantages)),
+                   torch.cat([batch.mask, torch.zeros(2, 8, dtype=torch.bool)]))
+    padded.log_prob.requires_grad_(True)
+    with torch.no_grad():
+        padded.log_prob[6:] = float("nan")  # garbage in the masked rows
+    for agg in AGG_MODES:
+        info = _global_info(batch)  # the global batch counts only the 6 real rows... (local modes: see below)
+        loss, _ = call_loss("sspo", batch, actor_config(global_batch_info=info, loss_agg_mode=agg))
+        (grad,) = torch.autograd.grad(loss, batch.log_prob)
+        loss_p, _ = call_loss("sspo", padded, actor_config(global_batch_info=info, loss_agg_mode=agg))
+        (grad_p,) = torch.autograd.grad(loss_p, padded.log_prob)
+        assert loss_p.item() == pytest.approx(loss.item(), rel=1e-12)
+        torch.testing.assert_close(grad_p[:6], grad)
+        assert (grad_p[6:] == 0).all()
+        # ...and without global info, agg_loss itself excludes fully masked rows from the sequence count
+        loss_local, _ = call_loss("sspo", batch, actor_config(loss_agg_mode=agg))
+        loss_local_p, _ = call_loss("sspo", padded, actor_config(loss_agg_mode=agg))
+        assert loss_local_p.item() == pytest.approx(loss_local.item(), rel=1e-12)
+
+
+def test_rollout_is_weights_scale_each_tokens_term():
+    batch = random_batch(B=5, T=7, seed=23)
+    cfg = actor_config()
+    weights = torch.rand(5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    loss, _ = call_loss("sspo", batch, cfg)
+    (grad,) = torch.autograd.grad(loss, batch.log_prob)
+    loss_w, _ = call_loss("sspo", batch, cfg, rollout_is_weights=weights)
+    (grad_w,) = torch.autograd.grad(loss_w, batch.log_prob)
+    torch.testing.assert_close(grad_w, grad * weights)  # the weights are constants per token
+    loss_2, _ = call_loss("sspo", batch, cfg, rollout_is_weights=torch.full((5, 7), 2.0, dtype=torch.float64))
+    assert loss_2.item() == pytest.approx(2 * loss.item(), rel=1e-12)
+
+
+def test_through_verls_own_ppo_loss():
+    """verl's real caller: nested (no-padding) TensorDict, bool mask, global_batch_info filled from the data."""
+    B, P, R = 4, 3, 6
+    g = torch.Generator().manual_seed(24)
+    attn = torch.ones(B, P + R, dtype=torch.long)
+    attn[0, :1] = 0  # left-padded prompt
+    attn[1, P + 4:] = 0  # short response
+    attn[2, P + 2:] = 0
+    td = TensorDict({
+        "prompts": torch.randint(0, 50, (B, P), generator=g), "responses": torch.randint(0, 50, (B, R), generator=g),
+        "attention_mask": attn, "response_mask": attn[:, P:].clone(),
+        "old_log_probs": -torch.rand(B, R, generator=g) * 3, "advantages": torch.randn(B, 1, generator=g).expand(B, R).contiguous(),
+    }, batch_size=[B])
+    td["input_ids"] = torch.cat([td["prompts"], td["responses"]], 1)
+    td["position_ids"] = torch.clamp(torch.cumsum(attn, 1) - 1, min=0)
+    td = left_right_2_no_padding(td)
+    n_tokens = int(attn.sum())
+    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(attn[:, P:].sum()), global_batch_size=B)
+    flat_log_probs = (-torch.rand(n_tokens, generator=g) * 3).requires_grad_(True)  # model output, (total_nnz,)
+
+    cfg = actor_config("sspo", loss_agg_mode=PAPER_AGG)
+    loss, metrics = ppo_loss(cfg, {"log_probs": flat_log_probs}, td)
+    loss.backward()
+    assert cfg.global_batch_info["batch_num_tokens"] == int(attn[:, P:].sum())
+
+    log_prob = no_padding_2_padding(flat_log_probs.detach(), td).requires_grad_(True)  # (B, R)
+    direct = Batch(td["old_log_probs"].to_padded_tensor(0.0) if td["old_log_probs"].is_nested else td["old_log_probs"],
+                   log_prob, td["advantages"].to_padded_tensor(0.0) if td["advantages"].is_nested else td["advantages"],
+                   attn[:, P:].bool())
+    expected, _ = call_loss("sspo", direct, actor_config("sspo", loss_agg_mode=PAPER_AGG))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert metrics["actor/pg_loss"].aggregate() == pytest.approx(expected.item(), rel=1e-6)
+    for key in ("actor/ppo_kl", "actor/pg_clipfrac", "actor/sspo/token_w_mean", "actor/sspo/seq_s_max", "actor/sspo/log_ratio_abs_max"):
+        assert math.isfinite(metrics[key].aggregate()), key
+    assert flat_log_probs.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors and warnings
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["tau_pos", "tau_neg"])
+@pytest.mark.parametrize("value,match", [(0.0, "must be a finite number > 0"), (-1.0, "must be a finite number > 0"),
+                                         (float("nan"), "must be a finite number > 0"), ("warm", "is not a number"),
+                                         (0.001, "too small for the arctan gate")])
+def test_bad_temperatures_fail_at_config_time_and_at_the_first_call(key, value, match):
+    # config time: verl builds its ActorConfig (main_ppo does on the driver, before any worker starts)
+    with pytest.raises(ValueError, match=rf"actor_rollout_ref.actor.{key}.*{match}"):
+        actor_config("sspo", **{key: value})
+    # first call: a config that skipped validation
+    cfg = actor_config("sspo")
+    object.__setattr__(cfg, key, value)  # verl configs are frozen; bypass, as a hand-built config could
+    with pytest.raises(ValueError, match=rf"actor_rollout_ref.actor.{key}.*{match}"):
+        call_loss("sspo", random_batch(B=2, T=3), cfg)
+
+
+def test_too_small_tau_error_names_the_smallest_allowed():
+    with pytest.raises(ValueError, match=r"tau_pos >= 0\.0316"):
+        actor_config("sspo_arctan", tau_pos=0.01)
+    actor_config("sspo_arctan", tau_pos=0.0316)  # pi / (2 * 0.0316) < 60: accepted
+
+
+def test_other_loss_modes_are_not_validated_by_the_plugin():
+    actor_config("vanilla", tau_pos=-1.0)  # verl does not use tau for vanilla; the plugin stays out of the way
+
+
+def test_unknown_gate_fails_at_config_time_with_the_known_modes():
+    with pytest.raises(ValueError, match=r"loss_mode=sspo_cosine names gate 'cosine'.*sspo_arctan.*register_gate"):
+        actor_config("sspo_cosine")
+
+
+def test_agg_mode_warning_is_emitted_once_per_process_and_mode(caplog):
+    plugin._warned.clear()
+    batch = random_batch(B=3, T=4)
+    with caplog.at_level(logging.WARNING, logger="sspo_verl"):
+        cfg = actor_config("sspo_erf", loss_agg_mode="token-mean")
+        for _ in range(3):
+            call_loss("sspo_erf", batch, cfg)
+        call_loss("sspo_erf", batch, actor_config("sspo_erf", loss_agg_mode=PAPER_AGG))
+    msgs = [r.getMessage() for r in caplog.records if "loss_agg_mode=token-mean" in r.getMessage()]
+    assert len(msgs) == 1 and "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean" in msgs[0]
+    assert not [r for r in caplog.records if "loss_agg_mode=seq-mean-token-mean:" in r.getMessage()]
+
+
+def test_missing_config_is_a_clear_error():
+    batch = random_batch(B=2, T=3)
+    with pytest.raises(ValueError, match="needs the actor config"):
+        get_policy_loss_fn("sspo")(old_log_prob=batch.old_log_prob, log_prob=batch.log_prob, advantages=batch.advantages,
+                                   response_mask=batch.mask)
+
+
+def test_registration_failure_is_logged_loudly(monkeypatch, caplog):
+    def broken(name):
+        raise AttributeError("register_policy_loss moved")
+
+    monkeypatch.setattr(plugin, "register_policy_loss", broken)
+    with caplog.at_level(logging.ERROR, logger="sspo_verl"), pytest.raises(AttributeError):
+        plugin.register_loss_modes()
+    assert "failed to register" in caplog.text and "pip install" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------
+# A gate of your own
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_user_gate_is_checked_and_registered():
+    mode = sspo_verl.register_gate(
+        "algebraic",
+        lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),
+        lambda x, t: (1 + (t * x) ** 2) ** -1.5,
+        lambda t: 1 / t,
+    )
+    try:
+        assert mode == "sspo_algebraic" and "sspo_algebraic" in POLICY_LOSS_REGISTRY
+        batch = random_batch(B=4, T=6, seed=25)
+        loss, metrics = call_loss(mode, batch, actor_config(mode, 1.0, 2.0))
+        (grad,) = torch.autograd.grad(loss, batch.log_prob)
+        from .helpers import eq13_gradient
+
+        torch.testing.assert_close(grad, -eq13_gradient(batch, GATES["algebraic"], 1.0, 2.0), rtol=1e-7, atol=1e-10)
+    finally:
+        GATES.pop("algebraic", None)
+        POLICY_LOSS_REGISTRY.pop("sspo_algebraic", None)
+
+
+def test_user_gate_that_breaks_a_requirement_is_not_registered():
+    with pytest.raises(ValueError, match=r"\(ii\) g'\(1\) = 1"):
+        sspo_verl.register_gate("steep", lambda x, t: 2 * torch.tanh(x), lambda x, t: 2 / torch.cosh(x) ** 2, lambda t: 2.0)
+    assert "sspo_steep" not in POLICY_LOSS_REGISTRY and "steep" not in GATES
