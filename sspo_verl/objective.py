@@ -44,7 +44,7 @@ class SSPOStats:
     w_min: torch.Tensor
     w_frac_clipped: torch.Tensor  # fraction of valid tokens with w < CLIP_WEIGHT
     clipfrac_pos: torch.Tensor  # ... among them, tokens with A > 0 (verl's pg_clipfrac slot)
-    clipfrac_neg: torch.Tensor  # ... and tokens with A < 0 (verl's pg_clipfrac_lower slot)
+    clipfrac_neg: torch.Tensor  # ... and tokens with A <= 0, gated with tau_neg (verl's pg_clipfrac_lower slot)
     s_mean: torch.Tensor  # sequence weight s_i over sequences with >= 1 valid token
     s_min: torch.Tensor
     s_max: torch.Tensor
@@ -129,7 +129,7 @@ def _stats(
         w_min=torch.where(has_tok, torch.where(mask, w, inf).amin(), one),
         w_frac_clipped=clipped.sum() / n_tok,
         clipfrac_pos=(clipped & (adv > 0)).sum() / n_tok,
-        clipfrac_neg=(clipped & (adv < 0)).sum() / n_tok,
+        clipfrac_neg=(clipped & (adv <= 0)).sum() / n_tok,
         s_mean=torch.where(seq_valid, s, 0).sum() / n_seq,
         s_min=torch.where(has_seq, torch.where(seq_valid, s, inf).amin(), one),
         s_max=torch.where(has_seq, torch.where(seq_valid, s, -inf).amax(), one),

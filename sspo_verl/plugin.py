@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from importlib import metadata
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register
 from verl.workers.config import ActorConfig
 
 from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
+from .fused import sspo_token_loss_fused
 from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
 
 logger = logging.getLogger("sspo_verl")
@@ -39,6 +41,12 @@ LOSS_MODE_PREFIX = "sspo"
 # s_i <= exp(bound(tau)); keep it far inside float32 (max ~ exp(88)) so s_i * A_i and its sums stay finite.
 MAX_LOG_SEQ_WEIGHT = 60.0
 INSTALL_HINT = "pip install sspo-verl (the `sspo_verl` package) into the Python that runs verl, on every node"
+
+# The fused path is the default; SSPO_VERL_IMPL=reference runs the readable reference (same math, slower).
+IMPLEMENTATIONS = {"fused": sspo_token_loss_fused, "reference": sspo_token_loss}
+IMPLEMENTATION = os.environ.get("SSPO_VERL_IMPL", "fused")
+if IMPLEMENTATION not in IMPLEMENTATIONS:
+    raise ValueError(f"SSPO_VERL_IMPL={IMPLEMENTATION!r}: use one of {sorted(IMPLEMENTATIONS)}")
 
 _warned: set[tuple] = set()
 
@@ -80,10 +88,12 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
             raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.")
         bound = gate.bound(tau)
         if bound > MAX_LOG_SEQ_WEIGHT:
-            tau_min = next(t for t in (10.0 ** (k / 10) for k in range(-40, 40)) if gate.bound(t) <= MAX_LOG_SEQ_WEIGHT)
+            candidates = (10.0 ** (k / 10) for k in range(-60, 61))
+            tau_min = next((t for t in candidates if gate.bound(t) <= MAX_LOG_SEQ_WEIGHT), None)
             raise ValueError(
                 f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
-                f"could reach exp({bound:.3g}), past float32's range. Use {key} >= {tau_min:.3g}."
+                f"could reach exp({bound:.3g}); SSPO keeps it under exp({MAX_LOG_SEQ_WEIGHT:g}) so sums stay finite "
+                f"in float32. Use {key} >= {tau_min:.3g}."
             )
         taus[key] = tau
     if taus["tau_neg"] < taus["tau_pos"]:
@@ -151,7 +161,8 @@ def make_policy_loss(gate_name: str, loss_mode: Optional[str] = None):
         tau_pos, tau_neg = check_temperatures(gate, config.tau_pos, config.tau_neg)
         _warn_agg_mode(loss_mode, loss_agg_mode)
 
-        loss_mat, stats = sspo_token_loss(log_prob, old_log_prob, advantages, response_mask, gate, tau_pos, tau_neg)
+        token_loss = IMPLEMENTATIONS[IMPLEMENTATION]
+        loss_mat, stats = token_loss(log_prob, old_log_prob, advantages, response_mask, gate, tau_pos, tau_neg)
         if rollout_is_weights is not None:  # per-token rollout-correction weights, as verl's other losses apply them
             loss_mat = loss_mat * torch.where(response_mask.bool(), rollout_is_weights.to(loss_mat.dtype), 0)
         loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **config.global_batch_info)
@@ -163,7 +174,7 @@ def make_policy_loss(gate_name: str, loss_mode: Optional[str] = None):
             "actor/ppo_kl": values["ppo_kl"],
             # A token is "clipped" when the gate passes less than half its gradient (w < 0.5).
             "actor/pg_clipfrac": values["clipfrac_pos"],
-            "actor/pg_clipfrac_lower": values["clipfrac_neg"],
+            "actor/pg_clipfrac_lower": values["clipfrac_neg"],  # A <= 0 tokens
             "actor/sspo/token_w_mean": values["w_mean"],
             "actor/sspo/token_w_min": values["w_min"],
             "actor/sspo/token_w_frac_below_half": values["w_frac_clipped"],

@@ -83,11 +83,15 @@ BAD_GATES = {
     "ungated": (_gate(lambda x, t: x.clone()), r"w increases|w -> 0"),
     "g(1) != 1": (_gate(lambda x, t: torch.atan(t * x) / t + 0.1, bound=lambda t: 2 / t), r"\(ii\) g\(1\) = 1"),
     "g'(1) != 1": (_gate(lambda x, t: 2 * torch.atan(t * x) / t, bound=lambda t: 4 / t), r"\(ii\) g'\(1\) = 1"),
-    "peak off r = 1": (_gate(lambda x, t: torch.atan(t * (x - 0.3)) / t - math.atan(-0.3 * t) / t, bound=lambda t: 4 / t), r"\(ii\)|\(iii\)"),
+    "peak off r = 1": (_gate(lambda x, t: torch.atan(t * (x - 0.3)) / t - torch.atan(-0.3 * t) / t, bound=lambda t: 4 / t), r"\(ii\)|\(iii\)"),
     # w(0) = 1 but a second bump: not bell-shaped
     "two bumps": (_gate(lambda x, t: torch.atan(t * x) / t + 0.2 * x ** 3 * torch.exp(-x ** 2), bound=lambda t: 2 / t + 1), r"\(iii\)"),
     "weight disagrees": (_gate(lambda x, t: torch.atan(t * x) / t, weight=lambda x, t: torch.exp(-(t * x) ** 2), bound=lambda t: 2 / t),
                          r"disagrees"),
+    # w -> 0.005, not 0: log g grows without bound however large the declared bound
+    "w floor": (_gate(lambda x, t: 0.005 * x + 0.995 * torch.atan(t * x) / t, bound=lambda t: 50 + 2 / t), r"w -> 0 fails"),
+    # works with a float tau only; the loss passes a (B, T) tensor
+    "float-only tau": (_gate(lambda x, t: torch.atan(x * math.sqrt(t)) / math.sqrt(t), bound=lambda t: 2 / t), r"tensor tau"),
     "bound too small": (_gate(lambda x, t: torch.atan(t * x) / t, bound=lambda t: 1.0 / t), r"\(iv\)"),
 }
 

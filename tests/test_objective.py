@@ -53,7 +53,7 @@ def test_hand_computed_case(gate):
     below = [w < 0.5 for w in (w00, w01, w10)]
     assert metrics["actor/sspo/token_w_frac_below_half"] == pytest.approx(sum(below) / 3)
     assert metrics["actor/pg_clipfrac"] == pytest.approx(sum(below[:2]) / 3)  # A > 0 tokens
-    assert metrics["actor/pg_clipfrac_lower"] == pytest.approx(below[2] / 3)  # A < 0 tokens
+    assert metrics["actor/pg_clipfrac_lower"] == pytest.approx(below[2] / 3)  # A <= 0 tokens
 
 
 @pytest.mark.parametrize("mode", SSPO_MODES)
