@@ -71,15 +71,15 @@ class _SSPOTokenLoss(torch.autograd.Function):
     def forward(ctx, log_prob, old_log_prob, advantages, mask, gate, tau_pos, tau_neg):
         dtype = torch.promote_types(log_prob.dtype, torch.float32)
         zero = torch.zeros((), dtype=dtype, device=log_prob.device)
-        x = torch.sub(log_prob.to(dtype), old_log_prob.to(dtype))  # (B, T) log r
+        x = log_prob.to(dtype, copy=True).sub_(old_log_prob)  # (B, T) log r; bf16 `old` is upcast on the fly
         torch.where(mask, x, zero, out=x)  # padding may hold NaN: select, never multiply
-        adv = torch.where(mask, advantages.to(dtype), zero)  # (B, T)
+        adv = torch.where(mask, advantages, zero.to(advantages.dtype))  # (B, T) input dtype; exact in products
         pos = adv > 0  # (B, T) bool: tau_pos tokens
         tau = torch.where(pos, torch.tensor(tau_pos, dtype=dtype), torch.tensor(tau_neg, dtype=dtype))  # (B, T)
 
         log_g, w = _log_g_and_weight(gate, x, tau)  # (B, T) each; log g(0) = 0, w(0) = 1 at padding
         del tau
-        n_tok_row = mask.sum(-1)  # (B,)
+        n_tok_row = torch.count_nonzero(mask, dim=-1)  # (B,) no int64 copy of the mask, unlike sum
         log_s = log_g.sum(-1) / n_tok_row.clamp(min=1)  # (B,) eq. 10
         s = torch.exp(log_s)  # (B,)
         loss_mat = torch.mul(adv, s.neg().unsqueeze(-1), out=log_g)  # (B, T) value -s_i A_it, reuses log_g
@@ -112,8 +112,8 @@ def _fused_stats(x, adv, pos, w, mask, n_tok_row, s) -> torch.Tensor:
     x_sum = x.sum()  # padding is 0
     w_sum_valid = w.sum() - (mask.numel() - n_valid)  # padding holds w = 1
     clipped = w < CLIP_WEIGHT  # padding has w = 1: never clipped
-    n_clip = clipped.sum()
-    n_clip_pos = clipped.logical_and_(pos).sum()
+    n_clip = torch.count_nonzero(clipped)
+    n_clip_pos = torch.count_nonzero(clipped.logical_and_(pos))
     s_valid = torch.where(seq_valid, s, inf)
     has_seq = seq_valid.any()
     values = [

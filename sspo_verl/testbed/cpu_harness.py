@@ -1,0 +1,192 @@
+"""Run verl's real FSDP2 training engine on CPU: a platform shim, a tiny Qwen2 built from a config, and a
+rollout-shaped batch. Shared by benchmarks, the testbed and the integration tests.
+
+verl 0.9.1 ships no CPU platform. `use_cpu_platform()` registers one (device "cpu", backend gloo, Ray
+resource CPU) and selects it with VERL_PLATFORM=cpu; VERL_ENGINE_DEVICE=cuda picks the FSDP engine (the
+engine registry keys engines by device). FSDP1 needs an accelerator, so strategy is fsdp2; attention is sdpa
+(FlashAttention is verl's default). Nothing here is installed into verl by importing sspo_verl: call
+`use_cpu_platform()` explicitly, before verl resolves its platform.
+
+verl internals this depends on (look here after a verl upgrade): verl.plugin.platform.PlatformBase /
+PlatformRegistry, verl.workers.engine.EngineRegistry, FSDPEngineConfig / FSDPOptimizerConfig / HFModelConfig /
+CheckpointConfig, verl.workers.utils.padding.left_right_2_no_padding, verl.utils.tensordict_utils and the
+non-tensor keys the engine reads from the batch (see `rollout_batch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import types
+from functools import partial
+from pathlib import Path
+
+import torch
+
+TINY_QWEN2 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+
+
+def use_cpu_platform() -> None:
+    """Register and select a CPU platform for verl in this process (idempotent)."""
+    from verl.plugin.platform import PlatformBase, PlatformRegistry
+
+    os.environ["VERL_PLATFORM"] = "cpu"
+    os.environ["VERL_ENGINE_DEVICE"] = "cuda"  # selects the FSDP engine implementation, which runs fine on CPU
+    if "cpu" in PlatformRegistry._platforms:
+        return
+    noop = lambda *a, **k: None  # noqa: E731
+    device_module = types.SimpleNamespace(
+        is_available=lambda: True, current_device=lambda: 0, device_count=lambda: 1, set_device=noop,
+        synchronize=noop, manual_seed=torch.manual_seed, manual_seed_all=torch.manual_seed, empty_cache=noop,
+        max_memory_allocated=lambda *a, **k: 0, max_memory_reserved=lambda *a, **k: 0,
+        memory_allocated=lambda *a, **k: 0, memory_reserved=lambda *a, **k: 0, mem_get_info=lambda *a, **k: (0, 0),
+        reset_peak_memory_stats=noop, is_initialized=lambda: True, get_device_name=lambda *a, **k: "CPU",
+        get_rng_state=torch.get_rng_state, set_rng_state=torch.set_rng_state,
+    )
+
+    @PlatformRegistry.register(platform="cpu")
+    class PlatformCPU(PlatformBase):
+        device_name = property(lambda self: "cpu")
+        vendor_name = property(lambda self: "cpu")
+        device_module = property(lambda self: device_module)
+
+        def is_available(self): return True
+        def current_device(self): return torch.device("cpu")
+        def device_count(self): return 1
+        def set_device(self, index): pass
+        def synchronize(self, index=None): pass
+        def manual_seed(self, seed): torch.manual_seed(seed)
+        def manual_seed_all(self, seed): torch.manual_seed(seed)
+        def set_allocator_settings(self, settings): pass
+        def empty_cache(self): pass
+        def get_device_capability(self, index=0): return (None, None)
+        def communication_backend_name(self): return "gloo"
+        def visible_devices_envvar(self): return "CPU_VISIBLE_DEVICES"
+        def profiler_start(self): pass
+        def profiler_stop(self): pass
+        def ray_resource_name(self): return "CPU"
+        def ray_resource_options(self, n): return {"num_cpus": n}
+        def ray_noset_envvars(self): return []
+        def is_ipc_supported(self): return False
+        def cudart(self): return None
+
+        @contextlib.contextmanager
+        def nvtx_range(self, msg):
+            yield
+
+    # Under Ray verl builds the backend "cpu:gloo,<device>:<backend>" = "cpu:gloo,cpu:gloo", which torch rejects.
+    import verl.utils.distributed as verl_distributed
+
+    verl_distributed.initialize_global_process_group_ray.__defaults__ = (None, "gloo")
+
+
+def make_tiny_model(path: str | Path, seed: int = 0, **overrides) -> Path:
+    """Save a random tiny Qwen2 and a word-level tokenizer to `path` (no downloads). Returns the path."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    cfg = {**TINY_QWEN2, **overrides}
+    n = cfg["vocab_size"]
+    vocab = {f"t{i}": i for i in range(n - 3)} | {"<unk>": n - 3, "<pad>": n - 2, "</s>": n - 1}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    hf_tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    hf_tok.save_pretrained(path)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(Qwen2Config(**cfg, pad_token_id=n - 2, eos_token_id=n - 1, bos_token_id=n - 1))
+    model.save_pretrained(path)
+    return path
+
+
+def init_single_process_group(port: int = 29533) -> None:
+    """A gloo world of size 1 for an in-process engine."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(port))
+        dist.init_process_group(backend="gloo", rank=0, world_size=1)
+
+
+def make_engine(model_path: str | Path, micro_batch_size: int = 2, lr: float = 1e-3, dtype: str = "fp32"):
+    """verl's FSDP2 language-model engine on CPU, initialized."""
+    from verl.trainer.config import CheckpointConfig
+    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
+    from verl.workers.engine import EngineRegistry
+
+    model_config = HFModelConfig(path=str(model_path), use_remove_padding=False, enable_gradient_checkpointing=False,
+                                 override_config={"attn_implementation": "sdpa"})
+    model_config.model_type = "language_model"
+    engine_config = FSDPEngineConfig(
+        strategy="fsdp2", model_dtype=dtype, use_torch_compile=False, use_dynamic_bsz=False,
+        mixed_precision={"param_dtype": dtype, "reduce_dtype": "fp32", "buffer_dtype": "fp32"},
+        micro_batch_size_per_gpu=micro_batch_size, max_token_len_per_gpu=1 << 16,
+    )
+    engine_config.use_remove_padding = False
+    engine = EngineRegistry.new(model_type="language_model", backend="fsdp2", model_config=model_config,
+                                engine_config=engine_config, optimizer_config=FSDPOptimizerConfig(lr=lr, clip_grad=1.0),
+                                checkpoint_config=CheckpointConfig())
+    engine.initialize()
+    return engine
+
+
+def actor_config(loss_mode: str, mini_batch_size: int, micro_batch_size: int, **kw):
+    """verl's FSDPActorConfig for `ppo_loss` (the paper's aggregation unless overridden)."""
+    from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+
+    kw.setdefault("loss_agg_mode", "seq-mean-token-mean")
+    return FSDPActorConfig(strategy="fsdp2", rollout_n=1, ppo_mini_batch_size=mini_batch_size,
+                           ppo_micro_batch_size_per_gpu=micro_batch_size, use_torch_compile=False,
+                           policy_loss=PolicyLossConfig(loss_mode=loss_mode), **kw)
+
+
+def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0,
+                  micro_batch_size: int = 2):
+    """A rollout-shaped batch in verl's no-padding layout, as the trainer hands it to the actor."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    g = torch.Generator().manual_seed(seed)
+    B, P, R = batch_size, prompt_len, response_len
+    attn = torch.ones(B, P + R, dtype=torch.long)
+    prompt_pad = torch.randint(0, P // 2, (B,), generator=g)
+    response_len_i = torch.randint(R // 2, R + 1, (B,), generator=g)
+    for i in range(B):
+        attn[i, : prompt_pad[i]] = 0  # left-padded prompt
+        attn[i, P + response_len_i[i]:] = 0  # right-padded response
+    prompts = torch.randint(0, vocab_size - 3, (B, P), generator=g)
+    responses = torch.randint(0, vocab_size - 3, (B, R), generator=g)
+    td = TensorDict({
+        "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
+        "attention_mask": attn, "position_ids": torch.clamp(torch.cumsum(attn, 1) - 1, min=0),
+        "response_mask": attn[:, P:].clone(), "old_log_probs": -torch.rand(B, R, generator=g) * 3 - 4,
+        "advantages": torch.randn(B, 1, generator=g).expand(B, R).contiguous(),
+    }, batch_size=[B])
+    td = left_right_2_no_padding(td)
+    tu.assign_non_tensor(td, calculate_entropy=False, global_batch_size=B, temperature=1.0, use_remove_padding=False,
+                         use_dynamic_bsz=False, micro_batch_size_per_gpu=micro_batch_size, max_token_len_per_gpu=1 << 16,
+                         use_fused_kernels=False, global_token_num=None)
+    return td
+
+
+def train_step(engine, td, actor_cfg, on_loss_time=None) -> dict:
+    """One verl `train_batch` (forward, backward, optimizer step) with verl's ppo_loss.
+
+    on_loss_time(seconds) is called after each micro-batch's ppo_loss, when given."""
+    from verl.workers.utils.losses import ppo_loss
+
+    loss_fn = partial(ppo_loss, config=actor_cfg)
+    if on_loss_time is not None:
+        def loss_fn(*args, _inner=loss_fn, **kwargs):
+            t0 = time.perf_counter()
+            out = _inner(*args, **kwargs)
+            on_loss_time(time.perf_counter() - t0)
+            return out
+
+    with engine.train_mode():
+        return engine.train_batch(td, loss_function=loss_fn)
