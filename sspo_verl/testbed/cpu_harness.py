@@ -1,11 +1,10 @@
 """Run verl's real FSDP2 training engine on CPU: a platform shim, a tiny Qwen2 built from a config, and a
 rollout-shaped batch. Shared by benchmarks, the testbed and the integration tests.
 
-verl 0.9.1 ships no CPU platform. `use_cpu_platform()` registers one (device "cpu", backend gloo, Ray
-resource CPU) and selects it with VERL_PLATFORM=cpu; VERL_ENGINE_DEVICE=cuda picks the FSDP engine (the
-engine registry keys engines by device). FSDP1 needs an accelerator, so strategy is fsdp2; attention is sdpa
-(FlashAttention is verl's default). Nothing here is installed into verl by importing sspo_verl: call
-`use_cpu_platform()` explicitly, before verl resolves its platform.
+verl 0.9.1 ships no CPU platform: `use_cpu_platform()` (cpu_platform.py) registers one. FSDP1 needs an
+accelerator, so strategy is fsdp2; attention is sdpa (FlashAttention is verl's default). Nothing here is
+installed into verl by importing sspo_verl: call `use_cpu_platform()` explicitly, before verl resolves its
+platform.
 
 verl internals this depends on (look here after a verl upgrade): verl.plugin.platform.PlatformBase /
 PlatformRegistry, verl.workers.engine.EngineRegistry, FSDPEngineConfig / FSDPOptimizerConfig / HFModelConfig /
@@ -15,71 +14,17 @@ non-tensor keys the engine reads from the batch (see `rollout_batch`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import types
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from .cpu_platform import use_cpu_platform  # noqa: F401  (re-exported: the harness's first call)
+
 TINY_QWEN2 = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
-
-
-def use_cpu_platform() -> None:
-    """Register and select a CPU platform for verl in this process (idempotent)."""
-    from verl.plugin.platform import PlatformBase, PlatformRegistry
-
-    os.environ["VERL_PLATFORM"] = "cpu"
-    os.environ["VERL_ENGINE_DEVICE"] = "cuda"  # selects the FSDP engine implementation, which runs fine on CPU
-    if "cpu" in PlatformRegistry._platforms:
-        return
-    noop = lambda *a, **k: None  # noqa: E731
-    device_module = types.SimpleNamespace(
-        is_available=lambda: True, current_device=lambda: 0, device_count=lambda: 1, set_device=noop,
-        synchronize=noop, manual_seed=torch.manual_seed, manual_seed_all=torch.manual_seed, empty_cache=noop,
-        max_memory_allocated=lambda *a, **k: 0, max_memory_reserved=lambda *a, **k: 0,
-        memory_allocated=lambda *a, **k: 0, memory_reserved=lambda *a, **k: 0, mem_get_info=lambda *a, **k: (0, 0),
-        reset_peak_memory_stats=noop, is_initialized=lambda: True, get_device_name=lambda *a, **k: "CPU",
-        get_rng_state=torch.get_rng_state, set_rng_state=torch.set_rng_state,
-    )
-
-    @PlatformRegistry.register(platform="cpu")
-    class PlatformCPU(PlatformBase):
-        device_name = property(lambda self: "cpu")
-        vendor_name = property(lambda self: "cpu")
-        device_module = property(lambda self: device_module)
-
-        def is_available(self): return True
-        def current_device(self): return torch.device("cpu")
-        def device_count(self): return 1
-        def set_device(self, index): pass
-        def synchronize(self, index=None): pass
-        def manual_seed(self, seed): torch.manual_seed(seed)
-        def manual_seed_all(self, seed): torch.manual_seed(seed)
-        def set_allocator_settings(self, settings): pass
-        def empty_cache(self): pass
-        def get_device_capability(self, index=0): return (None, None)
-        def communication_backend_name(self): return "gloo"
-        def visible_devices_envvar(self): return "CPU_VISIBLE_DEVICES"
-        def profiler_start(self): pass
-        def profiler_stop(self): pass
-        def ray_resource_name(self): return "CPU"
-        def ray_resource_options(self, n): return {"num_cpus": n}
-        def ray_noset_envvars(self): return []
-        def is_ipc_supported(self): return False
-        def cudart(self): return None
-
-        @contextlib.contextmanager
-        def nvtx_range(self, msg):
-            yield
-
-    # Under Ray verl builds the backend "cpu:gloo,<device>:<backend>" = "cpu:gloo,cpu:gloo", which torch rejects.
-    import verl.utils.distributed as verl_distributed
-
-    verl_distributed.initialize_global_process_group_ray.__defaults__ = (None, "gloo")
 
 
 def make_tiny_model(path: str | Path, seed: int = 0, **overrides) -> Path:
@@ -145,8 +90,10 @@ def actor_config(loss_mode: str, mini_batch_size: int, micro_batch_size: int, **
 
 
 def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0,
-                  micro_batch_size: int = 2):
-    """A rollout-shaped batch in verl's no-padding layout, as the trainer hands it to the actor."""
+                  micro_batch_size: int = 2, old_log_probs: torch.Tensor | None = None):
+    """A rollout-shaped batch in verl's no-padding layout, as the trainer hands it to the actor.
+
+    old_log_probs (B, response_len): pi_old of the responses; random when None (see `policy_log_probs`)."""
     from tensordict import TensorDict
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import left_right_2_no_padding
@@ -164,7 +111,8 @@ def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_siz
     td = TensorDict({
         "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
         "attention_mask": attn, "position_ids": torch.clamp(torch.cumsum(attn, 1) - 1, min=0),
-        "response_mask": attn[:, P:].clone(), "old_log_probs": -torch.rand(B, R, generator=g) * 3 - 4,
+        "response_mask": attn[:, P:].clone(),
+        "old_log_probs": -torch.rand(B, R, generator=g) * 3 - 4 if old_log_probs is None else old_log_probs,
         "advantages": torch.randn(B, 1, generator=g).expand(B, R).contiguous(),
     }, batch_size=[B])
     td = left_right_2_no_padding(td)
@@ -172,6 +120,15 @@ def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_siz
                          use_dynamic_bsz=False, micro_batch_size_per_gpu=micro_batch_size, max_token_len_per_gpu=1 << 16,
                          use_fused_kernels=False, global_token_num=None)
     return td
+
+
+def policy_log_probs(engine, td) -> torch.Tensor:
+    """log pi(response tokens) under the engine's current weights, (B, response_len), zero at padding."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    with engine.eval_mode():
+        out = engine.infer_batch(td)
+    return no_padding_2_padding(out["model_output"]["log_probs"], td).detach()
 
 
 def train_step(engine, td, actor_cfg, on_loss_time=None) -> dict:
