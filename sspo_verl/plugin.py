@@ -27,7 +27,7 @@ import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
-from verl.workers.config import ActorConfig
+from verl.workers.config import ActorConfig, PolicyLossConfig
 
 from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
@@ -213,8 +213,9 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
     return mode
 
 
-def _extend_actor_config_validation() -> None:
-    """Validate SSPO settings when verl builds its ActorConfig (main_ppo does so on the driver, before any worker)."""
+def _extend_config_validation() -> None:
+    """Validate SSPO settings when verl builds its ActorConfig (main_ppo does so on the driver, before any worker),
+    and say where the temperatures live when someone puts them under policy_loss (as verl's SAPO README does)."""
     original = ActorConfig.__post_init__
     if getattr(original, "_sspo_checked", False):
         return
@@ -225,6 +226,19 @@ def _extend_actor_config_validation() -> None:
 
     __post_init__._sspo_checked = True
     ActorConfig.__post_init__ = __post_init__
+
+    original_init = PolicyLossConfig.__init__
+
+    def __init__(self, *args, **kwargs):
+        misplaced = sorted({"tau_pos", "tau_neg"} & set(kwargs))
+        if misplaced:
+            raise TypeError(
+                f"actor_rollout_ref.actor.policy_loss has no key {misplaced[0]}: the temperatures are actor keys. "
+                f"Use actor_rollout_ref.actor.{misplaced[0]}=<value> (no '+', not under policy_loss)."
+            )
+        original_init(self, *args, **kwargs)
+
+    PolicyLossConfig.__init__ = __init__
 
 
 def register_loss_modes() -> list[str]:
@@ -237,7 +251,7 @@ def register_loss_modes() -> list[str]:
         for name in GATES:
             register_policy_loss(loss_mode_for(name))(make_policy_loss(name))
         register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(DEFAULT_GATE, LOSS_MODE_PREFIX))
-        _extend_actor_config_validation()
+        _extend_config_validation()
     except Exception as exc:
         logger.error(
             "sspo_verl failed to register its loss modes (%s: %s); loss_mode=sspo* will be reported as "

@@ -42,8 +42,9 @@ def test_recipe_overrides_convert_to_verls_actor_dataclass(mode):
     ("actor_rollout_ref.actor.tau_pos=0", r"actor_rollout_ref.actor.tau_pos=0 must be a finite number > 0"),
     ("actor_rollout_ref.actor.tau_neg=-1.05", r"actor_rollout_ref.actor.tau_neg=-1.05 must be a finite number > 0"),
     ("actor_rollout_ref.actor.policy_loss.loss_mode=sspo_cosine", r"names gate 'cosine'.*Known SSPO loss modes"),
-    # verl's SAPO README suggests this key; PolicyLossConfig has no such field and says so
-    ("+actor_rollout_ref.actor.policy_loss.tau_pos=1.0", r"PolicyLossConfig.*unexpected keyword argument 'tau_pos'"),
+    # verl's SAPO README suggests this key; PolicyLossConfig has no such field
+    ("+actor_rollout_ref.actor.policy_loss.tau_pos=1.0",
+     r"policy_loss has no key tau_pos.*Use actor_rollout_ref.actor.tau_pos=<value> \(no '\+', not under policy_loss\)"),
 ])
 def test_bad_overrides_fail_at_config_time(override, match):
     with pytest.raises(Exception, match=match):
