@@ -14,7 +14,8 @@ setup(
     # torch is not pinned here: install the build you want first (CPU wheel, or your cluster's CUDA build).
     install_requires=["verl>=0.9.1,<0.10", "torch>=2.4", "packaging"],
     extras_require={
-        "test": ["pytest>=7", "verl[verl-core]>=0.9.1,<0.10"],
+        "math": ["math-verify==0.9.0"],  # DeepMath / MATH500 / AIME rewards
+        "test": ["pytest>=7", "verl[verl-core]>=0.9.1,<0.10", "math-verify==0.9.0"],
         "gpu": ["vllm", "flash-attn"],
     },
     # `import verl` loads this entry point in every process (driver and Ray workers) -> loss modes registered.

@@ -1,0 +1,28 @@
+# Shared launcher: setting overrides + method overrides + the user's "$@" (last, so any key can be overridden).
+#   DRY_RUN=1      compose verl's real config, validate it, print the command, exit 0 (no GPU needed)
+#   LAUNCHER=...   what runs the overrides (default: python3 -m verl.trainer.main_ppo); the multi-node recipes
+#                  wrap it in `ray job submit`
+RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$RECIPES_DIR/lib/methods.sh"
+PYTHON="${PYTHON:-python3}"
+
+# run_recipe <method> <setting overrides...> -- <user overrides...>
+run_recipe() {
+  local method="$1"; shift
+  local setting=() user=() seen_sep=0 line
+  for arg in "$@"; do
+    if [ "$seen_sep" = 0 ] && [ "$arg" = "--" ]; then seen_sep=1; continue; fi
+    if [ "$seen_sep" = 0 ]; then setting+=("$arg"); else user+=("$arg"); fi
+  done
+  local loss=()
+  while IFS= read -r line; do loss+=("$line"); done < <(method_overrides "$method") || return 1
+  [ "${#loss[@]}" -gt 0 ] || return 1
+  local all=("${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")
+  local launcher="${LAUNCHER:-$PYTHON -m verl.trainer.main_ppo}"
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    "$PYTHON" -m sspo_verl.dry_run --launcher "$launcher" -- "${all[@]}"
+  else
+    # shellcheck disable=SC2086  # the launcher is a command line
+    $launcher "${all[@]}"
+  fi
+}

@@ -1,0 +1,1 @@
+"""Datasets to verl's parquet format: python -m sspo_verl.data.prepare --help"""

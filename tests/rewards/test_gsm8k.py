@@ -1,0 +1,57 @@
+"""GSM8K scoring against the shipped reference solutions."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from sspo_verl.rewards import compute_score
+from sspo_verl.rewards.gsm8k import reference_answer
+
+TEST_JSONL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+@pytest.fixture(scope="module")
+def references():
+    if not TEST_JSONL.is_file():
+        pytest.skip(f"{TEST_JSONL} not present")
+    return [json.loads(line) for line in TEST_JSONL.open()]
+
+
+def test_every_reference_solution_scores_one_against_its_own_answer(references):
+    assert len(references) == 1319
+    for r in references:
+        result = compute_score("openai/gsm8k", r["answer"], reference_answer(r["answer"]))
+        assert result == {"score": 1.0, "acc_strict": 1.0, "acc_tolerant": 1.0}, r["answer"][-60:]
+
+
+def test_perturbed_answers_score_zero(references):
+    for r in references:
+        truth = reference_answer(r["answer"])
+        wrong = str(int(float(truth)) + 1) if float(truth).is_integer() else truth + "1"
+        assert compute_score("openai/gsm8k", r["answer"], wrong)["score"] == 0.0
+
+
+@pytest.mark.parametrize("response,strict,tolerant", [
+    ("So she makes 18 dollars.\n#### 18", 1.0, 1.0),
+    ("#### $1,8", 1.0, 1.0),  # commas are thousands separators and dropped: "1,8" reads 18
+    ("The answer is \\boxed{18}.", 0.0, 1.0),
+    ("I think 7, no wait, 18", 0.0, 1.0),
+    ("#### 17 ... actually #### 18", 1.0, 1.0),  # the last #### wins
+    ("#### 18.0", 1.0, 1.0),
+    ("", 0.0, 0.0),
+])
+def test_strict_and_tolerant(response, strict, tolerant):
+    result = compute_score("openai/gsm8k", response, "18")
+    assert (result["acc_strict"], result["acc_tolerant"]) == (strict, tolerant)
+
+
+def test_malformed_outputs_never_raise():
+    rng = random.Random(0)
+    alphabet = "#$0123456789,.-{}\\boxed \n\x00é∑"
+    for _ in range(2000):
+        junk = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        result = compute_score("openai/gsm8k", junk, "42")
+        assert result["score"] in (0.0, 1.0)
+    assert compute_score("openai/gsm8k", None, "42")["score"] == 0.0
