@@ -44,9 +44,7 @@ INSTALL_HINT = "pip install sspo-verl (the `sspo_verl` package) into the Python 
 
 # The fused path is the default; SSPO_VERL_IMPL=reference runs the readable reference (same math, slower).
 IMPLEMENTATIONS = {"fused": sspo_token_loss_fused, "reference": sspo_token_loss}
-IMPLEMENTATION = os.environ.get("SSPO_VERL_IMPL", "fused")
-if IMPLEMENTATION not in IMPLEMENTATIONS:
-    raise ValueError(f"SSPO_VERL_IMPL={IMPLEMENTATION!r}: use one of {sorted(IMPLEMENTATIONS)}")
+IMPLEMENTATION = os.environ.get("SSPO_VERL_IMPL", "fused")  # checked in register_loss_modes (loudly)
 
 _warned: set[tuple] = set()
 
@@ -245,6 +243,8 @@ def register_loss_modes() -> list[str]:
     """Register `sspo` and every `sspo_<gate>`; idempotent. Failures are logged at ERROR before raising,
     because verl's entry-point loader swallows plugin exceptions at DEBUG level."""
     try:
+        if IMPLEMENTATION not in IMPLEMENTATIONS:
+            raise ValueError(f"SSPO_VERL_IMPL={IMPLEMENTATION!r}: use one of {sorted(IMPLEMENTATIONS)}")
         version = metadata.version("verl")
         if Version(version) not in SUPPORTED_VERL:
             _warn_once(("verl_version",), f"sspo_verl is tested with verl{SUPPORTED_VERL}; found verl {version}.")

@@ -203,6 +203,13 @@ def test_missing_config_is_a_clear_error():
                                    response_mask=batch.mask)
 
 
+def test_bad_implementation_switch_is_logged_loudly(monkeypatch, caplog):
+    monkeypatch.setattr(plugin, "IMPLEMENTATION", "turbo")
+    with caplog.at_level(logging.ERROR, logger="sspo_verl"), pytest.raises(ValueError, match="SSPO_VERL_IMPL='turbo'"):
+        plugin.register_loss_modes()
+    assert "failed to register" in caplog.text
+
+
 def test_registration_failure_is_logged_loudly(monkeypatch, caplog):
     def broken(name):
         raise AttributeError("register_policy_loss moved")

@@ -55,3 +55,14 @@ def test_malformed_outputs_never_raise():
         result = compute_score("openai/gsm8k", junk, "42")
         assert result["score"] in (0.0, 1.0)
     assert compute_score("openai/gsm8k", None, "42")["score"] == 0.0
+
+
+def test_loads_through_verls_custom_reward_function_config():
+    # what verl does with reward.custom_reward_function.path=pkg://sspo_verl.rewards, name=compute_score
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    cfg = OmegaConf.create({"reward": {"custom_reward_function": {"path": "pkg://sspo_verl.rewards", "name": "compute_score"}}})
+    fn = get_custom_reward_fn(cfg)
+    result = fn(data_source="openai/gsm8k", solution_str="... #### 18", ground_truth="18", extra_info={"index": 0})
+    assert result["score"] == 1.0 and result["acc_tolerant"] == 1.0
