@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import FSDPActorConfig, PolicyLossConfig
 
 from sspo_verl.gates import Gate
+
+# GSM8K jsonl (MIT) in the workspace's shared data, beside the repository (CI clones it with shared/ beside it)
+GSM8K_DIR = Path(os.environ.get("SSPO_GSM8K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"))
+
+
+def require_gsm8k() -> Path:
+    """The GSM8K folder; skips the test locally when it is absent, fails it in CI (CI=true)."""
+    import pytest
+
+    if not (GSM8K_DIR / "test.jsonl").is_file():
+        message = f"GSM8K jsonl not found in {GSM8K_DIR} (set SSPO_GSM8K_DIR)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return GSM8K_DIR
+
 
 SSPO_MODES = ["sspo", "sspo_arctan", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 PAPER_AGG = "seq-mean-token-mean"

@@ -8,16 +8,15 @@ import pytest
 from sspo_verl.data.prepare import SPECS, prepare
 from sspo_verl.rewards import compute_score
 
-GSM8K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k"
+from ..helpers import require_gsm8k
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]  # verl's gsm8k preprocessing
 
 
 @pytest.fixture(scope="module")
 def gsm8k(tmp_path_factory):
-    if not GSM8K.is_dir():
-        pytest.skip(f"{GSM8K} not present")
-    return prepare("gsm8k", tmp_path_factory.mktemp("gsm8k"), local=GSM8K)
+    return prepare("gsm8k", tmp_path_factory.mktemp("gsm8k"), local=require_gsm8k())
 
 
 def test_gsm8k_parquet_has_verls_columns_and_all_rows(gsm8k):

@@ -2,21 +2,19 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 
 from sspo_verl.rewards import compute_score
 from sspo_verl.rewards.gsm8k import reference_answer
 
-TEST_JSONL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+from ..helpers import require_gsm8k
+
 
 
 @pytest.fixture(scope="module")
 def references():
-    if not TEST_JSONL.is_file():
-        pytest.skip(f"{TEST_JSONL} not present")
-    return [json.loads(line) for line in TEST_JSONL.open()]
+    return [json.loads(line) for line in (require_gsm8k() / "test.jsonl").open()]
 
 
 def test_every_reference_solution_scores_one_against_its_own_answer(references):
