@@ -19,9 +19,9 @@ import logging
 
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl.workers.config import FSDPActorConfig, PolicyLossConfig
 
 import sspo_verl  # noqa: F401  (also loaded by verl's entry point; explicit for readers)
+from sspo_verl.testbed import cpu_harness
 
 BASELINES = {  # the paper's baselines with their usual hyperparameters (NOTES.md)
     "vanilla": dict(clip_ratio_low=0.2, clip_ratio_high=0.28),  # GRPO + DAPO clip-higher
@@ -32,11 +32,9 @@ BASELINES = {  # the paper's baselines with their usual hyperparameters (NOTES.m
 SSPO_MODES = ["sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 
 
-def actor_config(mode: str, agg: str = "seq-mean-token-mean", **overrides) -> FSDPActorConfig:
-    return FSDPActorConfig(
-        strategy="fsdp2", rollout_n=1, ppo_mini_batch_size=8, ppo_micro_batch_size_per_gpu=8, use_torch_compile=False,
-        policy_loss=PolicyLossConfig(loss_mode=mode), loss_agg_mode=agg, **{**BASELINES.get(mode, {}), **overrides},
-    )
+def actor_config(mode: str, agg: str = "seq-mean-token-mean", **overrides):
+    """verl's FSDPActorConfig for `mode`, with the baseline's usual hyperparameters."""
+    return cpu_harness.actor_config(mode, 8, 8, loss_agg_mode=agg, **{**BASELINES.get(mode, {}), **overrides})
 
 
 def token_gradient_weight(mode: str, log_ratios: torch.Tensor, advantage: float) -> torch.Tensor:
