@@ -12,23 +12,17 @@ MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-256}"
 STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
 run_recipe "$METHOD" \
-  algorithm.adv_estimator=grpo \
   data.train_files="$DATA_DIR/deepmath/train.parquet" data.val_files="$DATA_DIR/math500/test.parquet" \
   data.train_batch_size="$TRAIN_BATCH" data.max_prompt_length=1024 data.max_response_length=8192 \
-  data.filter_overlong_prompts=True data.truncation=error \
-  actor_rollout_ref.model.path="$MODEL" actor_rollout_ref.model.use_remove_padding=True \
-  actor_rollout_ref.model.enable_gradient_checkpointing=True \
-  actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.actor.optim.lr=1e-6 \
+  actor_rollout_ref.model.path="$MODEL" \
   actor_rollout_ref.actor.ppo_mini_batch_size=$((TRAIN_BATCH / STEPS_PER_BATCH)) \
   actor_rollout_ref.actor.use_dynamic_bsz=True actor_rollout_ref.actor.ppo_max_token_len_per_gpu=24576 \
-  actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0 \
   actor_rollout_ref.actor.fsdp_config.param_offload=False actor_rollout_ref.actor.fsdp_config.optimizer_offload=False \
-  actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.n=8 \
+  actor_rollout_ref.rollout.n=8 \
   actor_rollout_ref.rollout.tensor_model_parallel_size=2 actor_rollout_ref.rollout.gpu_memory_utilization=0.7 \
   actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=32768 \
   actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=32768 \
-  reward.custom_reward_function.path=pkg://sspo_verl.rewards reward.custom_reward_function.name=compute_score \
-  trainer.logger='["console","tensorboard"]' trainer.project_name=sspo_deepmath_7b \
+  trainer.project_name=sspo_deepmath_7b \
   trainer.n_gpus_per_node="${NGPUS:-8}" trainer.nnodes="${NNODES:-2}" trainer.total_epochs=1 \
-  trainer.test_freq=20 trainer.save_freq=100 trainer.val_before_train=True \
+  trainer.test_freq=20 trainer.save_freq=100 \
   -- "$@"

@@ -12,22 +12,14 @@ MODEL="${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-512}"
 STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
 run_recipe "$METHOD" \
-  algorithm.adv_estimator=grpo \
   data.train_files="$DATA_DIR/train.parquet" data.val_files="$DATA_DIR/test.parquet" \
   data.train_batch_size="$TRAIN_BATCH" data.max_prompt_length=512 data.max_response_length=1024 \
-  data.filter_overlong_prompts=True data.truncation=error \
-  actor_rollout_ref.model.path="$MODEL" actor_rollout_ref.model.use_remove_padding=True \
-  actor_rollout_ref.model.enable_gradient_checkpointing=True \
-  actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.actor.optim.lr=1e-6 \
+  actor_rollout_ref.model.path="$MODEL" \
   actor_rollout_ref.actor.ppo_mini_batch_size=$((TRAIN_BATCH / STEPS_PER_BATCH)) \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 \
-  actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0 \
-  actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.n=8 \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 actor_rollout_ref.rollout.n=8 \
   actor_rollout_ref.rollout.tensor_model_parallel_size=1 actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
   actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32 \
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32 \
-  reward.custom_reward_function.path=pkg://sspo_verl.rewards reward.custom_reward_function.name=compute_score \
-  trainer.logger='["console","tensorboard"]' trainer.project_name=sspo_gsm8k_0.5b \
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32 trainer.project_name=sspo_gsm8k_0.5b \
   trainer.n_gpus_per_node="${NGPUS:-8}" trainer.nnodes=1 trainer.total_epochs=15 \
-  trainer.test_freq=10 trainer.save_freq=-1 trainer.val_before_train=True \
+  trainer.test_freq=10 trainer.save_freq=-1 \
   -- "$@"

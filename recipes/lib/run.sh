@@ -6,7 +6,20 @@ RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$RECIPES_DIR/lib/methods.sh"
 PYTHON="${PYTHON:-python3}"
 
+# What every setting shares: GRPO advantages, FSDP2, no KL / entropy terms, vLLM rollouts, our rewards, logging.
+COMMON_OVERRIDES=(
+  algorithm.adv_estimator=grpo
+  data.filter_overlong_prompts=True data.truncation=error
+  actor_rollout_ref.model.use_remove_padding=True actor_rollout_ref.model.enable_gradient_checkpointing=True
+  actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.actor.optim.lr=1e-6
+  actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0
+  actor_rollout_ref.rollout.name=vllm
+  reward.custom_reward_function.path=pkg://sspo_verl.rewards reward.custom_reward_function.name=compute_score
+  'trainer.logger=["console","tensorboard"]' trainer.val_before_train=True
+)
+
 # run_recipe <method> <setting overrides...> -- <user overrides...>
+# order: common, setting, method (loss lines), experiment name, user: later keys win
 run_recipe() {
   local method="$1"; shift
   local setting=() user=() seen_sep=0 line
@@ -17,7 +30,7 @@ run_recipe() {
   local loss=()
   while IFS= read -r line; do loss+=("$line"); done < <(method_overrides "$method") || return 1
   [ "${#loss[@]}" -gt 0 ] || return 1
-  local all=("${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")
+  local all=("${COMMON_OVERRIDES[@]}" "${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")
   local launcher="${LAUNCHER:-$PYTHON -m verl.trainer.main_ppo}"
   if [ "${DRY_RUN:-0}" = 1 ]; then
     "$PYTHON" -m sspo_verl.dry_run --launcher "$launcher" -- "${all[@]}"
