@@ -30,9 +30,12 @@ def _run(model_dir, mode):
         minis.append(h.rollout_batch(MINI, P, R, VOCAB, seed=k, old_log_probs=h.policy_log_probs(engine, td)))
     before = [p.detach().clone() for p in engine.module.parameters()]
     cfg = h.actor_config(mode, MINI, 2, clip_ratio_low=0.2, clip_ratio_high=0.28)
-    outs = [h.train_step(engine, td, cfg)["metrics"] for td in minis]
+    outs, after_first = [], None
+    for td in minis:
+        outs.append(h.train_step(engine, td, cfg)["metrics"])
+        after_first = after_first or [p.detach().clone() for p in engine.module.parameters()]
     moved = sum((p.detach() - q).abs().sum().item() for p, q in zip(engine.module.parameters(), before))
-    return outs, moved
+    return outs, moved, after_first
 
 
 def _value(metric):
@@ -46,7 +49,7 @@ def runs(model_dir):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_trains_through_the_engine(runs, mode):
-    outs, moved = runs[mode]
+    outs, moved, _ = runs[mode]
     assert moved > 0
     for m in outs:
         assert math.isfinite(_value(m["actor/pg_loss"])) and math.isfinite(_value(m["grad_norm"]))
@@ -54,7 +57,7 @@ def test_every_mode_trains_through_the_engine(runs, mode):
 
 @pytest.mark.parametrize("mode", [m for m in MODES if m.startswith("sspo")])
 def test_sspo_metrics_on_policy_then_off_policy(runs, mode):
-    outs, _ = runs[mode]
+    outs, _, _ = runs[mode]
     first, last = outs[0], outs[-1]
     # mini-batch 0 is on-policy: ratios are 1 up to float noise, so the gate is wide open
     assert _value(first["actor/sspo/log_ratio_abs_max"]) < 1e-4
@@ -73,6 +76,10 @@ def test_on_policy_first_step_is_the_plain_policy_gradient(runs, mode):
     # vanilla is the plain policy gradient on-policy (no clip is active at r = 1); same weights, same batch
     plain = _value(runs["vanilla"][0][0]["grad_norm"])
     assert _value(runs[mode][0][0]["grad_norm"]) == pytest.approx(plain, rel=1e-4)
+    # and the whole update: Adam's first step moves each weight by ~lr * sign(g), so a gradient that differed
+    # in any coordinate's sign would move it by 2 lr (1e-2) instead of agreeing to float noise
+    for p, q in zip(runs[mode][2], runs["vanilla"][2]):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-4)
 
 
 def test_verl_geo_mean_first_step_is_scaled_by_the_micro_batch_count(runs):
