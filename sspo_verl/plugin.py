@@ -91,7 +91,7 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
             raise ValueError(
                 f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
                 f"could reach exp({bound:.3g}); SSPO keeps it under exp({MAX_LOG_SEQ_WEIGHT:g}) so sums stay finite "
-                f"in float32. Use {key} >= {tau_min:.3g}."
+                f"in float32. " + (f"Use {key} >= {tau_min:.3g}." if tau_min else f"Use a larger {key}.")
             )
         taus[key] = tau
     if taus["tau_neg"] < taus["tau_pos"]:

@@ -5,15 +5,15 @@ import math
 
 import pytest
 import torch
-from tensordict import TensorDict
-from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_policy_loss_fn
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils.losses import ppo_loss
-from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
+from verl.workers.utils.padding import no_padding_2_padding
 
 import sspo_verl
 from sspo_verl import plugin
 from sspo_verl.gates import GATES
+from sspo_verl.testbed import cpu_harness
 
 from .helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, random_batch
 
@@ -113,33 +113,23 @@ def test_rollout_is_weights_scale_each_tokens_term():
 
 def test_through_verls_own_ppo_loss():
     """verl's real caller: nested (no-padding) TensorDict, bool mask, global_batch_info filled from the data."""
-    B, P, R = 4, 3, 6
+    B, P, R = 4, 6, 10
+    td = cpu_harness.rollout_batch(B, P, R, vocab_size=64, seed=24)  # left-padded prompts, right-padded responses
+    padded = lambda t: t.to_padded_tensor(0) if t.is_nested else t  # noqa: E731
+    response_mask = padded(td["response_mask"]).bool()  # (B, R)
+    assert not response_mask.all()  # some responses are short
+    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(response_mask.sum()))
     g = torch.Generator().manual_seed(24)
-    attn = torch.ones(B, P + R, dtype=torch.long)
-    attn[0, :1] = 0  # left-padded prompt
-    attn[1, P + 4:] = 0  # short response
-    attn[2, P + 2:] = 0
-    td = TensorDict({
-        "prompts": torch.randint(0, 50, (B, P), generator=g), "responses": torch.randint(0, 50, (B, R), generator=g),
-        "attention_mask": attn, "response_mask": attn[:, P:].clone(),
-        "old_log_probs": -torch.rand(B, R, generator=g) * 3, "advantages": torch.randn(B, 1, generator=g).expand(B, R).contiguous(),
-    }, batch_size=[B])
-    td["input_ids"] = torch.cat([td["prompts"], td["responses"]], 1)
-    td["position_ids"] = torch.clamp(torch.cumsum(attn, 1) - 1, min=0)
-    td = left_right_2_no_padding(td)
-    n_tokens = int(attn.sum())
-    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(attn[:, P:].sum()), global_batch_size=B)
+    n_tokens = td["input_ids"].values().numel() if td["input_ids"].is_nested else td["input_ids"].numel()
     flat_log_probs = (-torch.rand(n_tokens, generator=g) * 3).requires_grad_(True)  # model output, (total_nnz,)
 
     cfg = actor_config("sspo", loss_agg_mode=PAPER_AGG)
     loss, metrics = ppo_loss(cfg, {"log_probs": flat_log_probs}, td)
     loss.backward()
-    assert cfg.global_batch_info["batch_num_tokens"] == int(attn[:, P:].sum())
+    assert cfg.global_batch_info["batch_num_tokens"] == int(response_mask.sum())
 
     log_prob = no_padding_2_padding(flat_log_probs.detach(), td).requires_grad_(True)  # (B, R)
-    direct = Batch(td["old_log_probs"].to_padded_tensor(0.0) if td["old_log_probs"].is_nested else td["old_log_probs"],
-                   log_prob, td["advantages"].to_padded_tensor(0.0) if td["advantages"].is_nested else td["advantages"],
-                   attn[:, P:].bool())
+    direct = Batch(padded(td["old_log_probs"]), log_prob, padded(td["advantages"]), response_mask)
     expected, _ = call_loss("sspo", direct, actor_config("sspo", loss_agg_mode=PAPER_AGG))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert metrics["actor/pg_loss"].aggregate() == pytest.approx(expected.item(), rel=1e-6)

@@ -30,7 +30,6 @@ _MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 
 
 def _configs(modes, B, T):
-    from sspo_verl import plugin
     from sspo_verl.demo import actor_config
 
     out = {}

@@ -35,7 +35,6 @@ def main(argv=None) -> int:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before `import ray`: bind loopback only
 
     import ray
-    import torch
 
     from sspo_verl.testbed import cpu_harness as h
 
