@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,13 +90,9 @@ def actor_config(loss_mode: str, mini_batch_size: int, micro_batch_size: int, **
 
 def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0,
                   micro_batch_size: int = 2, old_log_probs: torch.Tensor | None = None):
-    """A rollout-shaped batch in verl's no-padding layout, as the trainer hands it to the actor.
+    """A random rollout-shaped batch (left-padded prompts, right-padded responses of random lengths).
 
     old_log_probs (B, response_len): pi_old of the responses; random when None (see `policy_log_probs`)."""
-    from tensordict import TensorDict
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
-
     g = torch.Generator().manual_seed(seed)
     B, P, R = batch_size, prompt_len, response_len
     attn = torch.ones(B, P + R, dtype=torch.long)
@@ -106,44 +101,70 @@ def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_siz
     for i in range(B):
         attn[i, : prompt_pad[i]] = 0  # left-padded prompt
         attn[i, P + response_len_i[i]:] = 0  # right-padded response
-    prompts = torch.randint(0, vocab_size - 3, (B, P), generator=g)
-    responses = torch.randint(0, vocab_size - 3, (B, R), generator=g)
+    prompts = torch.randint(0, vocab_size - 3, (B, P), generator=g)  # (B, P)
+    responses = torch.randint(0, vocab_size - 3, (B, R), generator=g)  # (B, R)
+    old = -torch.rand(B, R, generator=g) * 3 - 4 if old_log_probs is None else old_log_probs
+    advantages = torch.randn(B, 1, generator=g).expand(B, R)  # (B, R) one advantage per sequence
+    return make_batch(prompts, responses, attn, old, advantages, micro_batch_size)
+
+
+def make_batch(prompts: torch.Tensor, responses: torch.Tensor, attention_mask: torch.Tensor,
+               old_log_probs: torch.Tensor, advantages: torch.Tensor, micro_batch_size: int,
+               calculate_entropy: bool = False):
+    """verl's actor batch in its no-padding layout, as the trainer hands it to the engine.
+
+    prompts (B, P) left-padded; responses (B, R) right-padded; attention_mask (B, P+R);
+    old_log_probs and advantages (B, R)."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    B, P = prompts.shape
+    attn = attention_mask.long()
     td = TensorDict({
         "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
         "attention_mask": attn, "position_ids": torch.clamp(torch.cumsum(attn, 1) - 1, min=0),
-        "response_mask": attn[:, P:].clone(),
-        "old_log_probs": -torch.rand(B, R, generator=g) * 3 - 4 if old_log_probs is None else old_log_probs,
-        "advantages": torch.randn(B, 1, generator=g).expand(B, R).contiguous(),
+        "response_mask": attn[:, P:].clone(), "old_log_probs": old_log_probs,
+        "advantages": advantages.contiguous(),
     }, batch_size=[B])
     td = left_right_2_no_padding(td)
-    tu.assign_non_tensor(td, calculate_entropy=False, global_batch_size=B, temperature=1.0, use_remove_padding=False,
-                         use_dynamic_bsz=False, micro_batch_size_per_gpu=micro_batch_size, max_token_len_per_gpu=1 << 16,
-                         use_fused_kernels=False, global_token_num=None)
+    tu.assign_non_tensor(td, calculate_entropy=calculate_entropy, global_batch_size=B, temperature=1.0,
+                         use_remove_padding=False, use_dynamic_bsz=False, micro_batch_size_per_gpu=micro_batch_size,
+                         max_token_len_per_gpu=1 << 16, use_fused_kernels=False, global_token_num=None)
     return td
 
 
-def policy_log_probs(engine, td) -> torch.Tensor:
-    """log pi(response tokens) under the engine's current weights, (B, response_len), zero at padding."""
+def policy_log_probs(engine, td, with_entropy: bool = False):
+    """log pi(response tokens) under the engine's current weights, (B, response_len), zero at padding.
+
+    with_entropy: also return the policy's entropy at each response token, (B, response_len)."""
+    from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
 
+    tu.assign_non_tensor(td, calculate_entropy=with_entropy)
     with engine.eval_mode():
         out = engine.infer_batch(td)
-    return no_padding_2_padding(out["model_output"]["log_probs"], td).detach()
+    log_probs = no_padding_2_padding(out["model_output"]["log_probs"], td).detach()
+    if not with_entropy:
+        return log_probs
+    return log_probs, no_padding_2_padding(out["model_output"]["entropy"], td).detach()
 
 
-def train_step(engine, td, actor_cfg, on_loss_time=None) -> dict:
+def train_step(engine, td, actor_cfg, on_loss_time=None, extra_metrics=None) -> dict:
     """One verl `train_batch` (forward, backward, optimizer step) with verl's ppo_loss.
 
-    on_loss_time(seconds) is called after each micro-batch's ppo_loss, when given."""
+    on_loss_time(seconds) is called after each micro-batch's ppo_loss, when given.
+    extra_metrics(model_output, data) -> {name: float} adds metrics of each micro-batch to ppo_loss's own."""
     from verl.workers.utils.losses import ppo_loss
 
-    loss_fn = partial(ppo_loss, config=actor_cfg)
-    if on_loss_time is not None:
-        def loss_fn(*args, _inner=loss_fn, **kwargs):
-            t0 = time.perf_counter()
-            out = _inner(*args, **kwargs)
+    def loss_fn(model_output, data, dp_group=None):
+        t0 = time.perf_counter()
+        loss, metrics = ppo_loss(actor_cfg, model_output, data, dp_group)
+        if on_loss_time is not None:
             on_loss_time(time.perf_counter() - t0)
-            return out
+        if extra_metrics is not None:
+            metrics.update(extra_metrics(model_output, data))
+        return loss, metrics
 
     with engine.train_mode():
         return engine.train_batch(td, loss_function=loss_fn)

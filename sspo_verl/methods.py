@@ -1,0 +1,35 @@
+"""The compared methods and their actor settings: the Python twin of recipes/lib/methods.sh.
+
+A method is a loss mode plus the hyperparameters the paper's baselines use (NOTES.md). The testbed and the
+demo build verl's actor config from this table; a test checks it against the recipes' shell table line by line.
+"""
+
+from __future__ import annotations
+
+TAU_POS, TAU_NEG = 1.0, 1.05  # SAPO's defaults, also the recipes' defaults for SSPO
+SSPO_GATES = ["arctan", "sigmoid", "erf", "softsign"]
+
+_PAPER_AGG = "seq-mean-token-mean"
+METHODS: dict[str, dict] = {
+    "grpo": dict(loss_mode="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.2, loss_agg_mode="token-mean"),
+    "grpo_dapo": dict(loss_mode="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.28, loss_agg_mode="token-mean"),
+    "gspo": dict(loss_mode="gspo", clip_ratio_low=3e-4, clip_ratio_high=4e-4, loss_agg_mode=_PAPER_AGG),
+    "gmpo": dict(loss_mode="geo_mean", clip_ratio=0.4, clip_ratio_low=0.4, clip_ratio_high=0.4, loss_agg_mode=_PAPER_AGG),
+    "sapo": dict(loss_mode="sapo", tau_pos=TAU_POS, tau_neg=TAU_NEG, loss_agg_mode=_PAPER_AGG),
+    **{mode: dict(loss_mode=mode, tau_pos=TAU_POS, tau_neg=TAU_NEG, loss_agg_mode=_PAPER_AGG)
+       for mode in ["sspo"] + [f"sspo_{gate}" for gate in SSPO_GATES]},
+}
+
+
+def actor_settings(method: str, **overrides) -> dict:
+    """{loss_mode, clip or tau keys, loss_agg_mode} of `method`, with `overrides` (e.g. tau_pos) applied.
+
+    Temperatures apply to the soft-gate methods only: overriding tau_pos of a clipping method is an error."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    settings = dict(METHODS[method])
+    misplaced = [k for k in overrides if k not in settings and k.startswith("tau_")]
+    if misplaced:
+        raise ValueError(f"{method} has no temperature ({', '.join(misplaced)}); temperatures apply to sapo and sspo*")
+    settings.update(overrides)
+    return settings
