@@ -1,12 +1,13 @@
 # Two entry points, each sets itself up from a fresh clone:
-#   make demo   - the main job on its default (CPU): SSPO's loss modes on real verl objects
+#   make run    - the main job on its default: the off-policy testbed (CPU, grpo_dapo vs sspo, 3 seeds)
 #   make test   - the test suite (make test-fast skips the slow ones)
+# make demo: the loss modes' gradient weights on real verl objects (seconds).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup clean
+.PHONY: run demo test test-fast setup clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m sspo_verl.testbed $(ARGS)
 
 demo: $(STAMP)
 	$(PY) -m sspo_verl.demo

@@ -1,5 +1,4 @@
-"""A short demonstration of the SSPO loss modes on real verl objects (the README's main job, until the
-CPU testbed lands).
+"""A short demonstration of the SSPO loss modes on real verl objects (`make demo`; the main job is the testbed).
 
 It builds verl's own FSDPActorConfig for each loss mode, calls the registered policy-loss function the way
 verl's `ppo_loss` does, and prints two things:
@@ -21,14 +20,12 @@ import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 import sspo_verl  # noqa: F401  (also loaded by verl's entry point; explicit for readers)
+from sspo_verl.methods import METHODS
 from sspo_verl.testbed import cpu_harness
 
-BASELINES = {  # the paper's baselines with their usual hyperparameters (NOTES.md)
-    "vanilla": dict(clip_ratio_low=0.2, clip_ratio_high=0.28),  # GRPO + DAPO clip-higher
-    "gspo": dict(clip_ratio_low=3e-4, clip_ratio_high=4e-4),
-    "geo_mean": dict(clip_ratio=0.4, clip_ratio_low=0.4, clip_ratio_high=0.4),  # GMPO
-    "sapo": dict(tau_pos=1.0, tau_neg=1.05),
-}
+# the paper's baselines with their usual hyperparameters, by loss mode (sspo_verl.methods; NOTES.md)
+BASELINES = {s["loss_mode"]: {k: v for k, v in s.items() if k not in ("loss_mode", "loss_agg_mode")}
+             for s in (METHODS[m] for m in ("grpo_dapo", "gspo", "gmpo", "sapo"))}
 SSPO_MODES = ["sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 
 

@@ -84,7 +84,7 @@ def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
         to_target, collapses, rewards, iw, entropy = [], 0, [], [], []
         for run in seeds.values():
             steps, acc = _series(run, "val_acc")
-            hit = np.nonzero(acc >= target)[0] if math.isfinite(target) else []
+            hit = np.nonzero(acc >= target - 1e-9)[0] if math.isfinite(target) else []
             to_target.append(int(steps[hit[0]]) if len(hit) else None)
             losses = [r.get("pg_loss") for r in run if r.get("pg_loss") is not None]
             dropped = len(acc) and acc[-1] < COLLAPSE_FRACTION * acc.max() and acc.max() - acc[-1] >= COLLAPSE_MIN_DROP
@@ -160,7 +160,7 @@ def plot(records: list[dict], out_dir: str | Path, title: str = "") -> list[Path
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
         if drawn:
-            axes[0][0].legend(fontsize=8)
+            next(ax for ax in axes[0] if ax.lines).legend(fontsize=8)
             fig.suptitle(title, fontsize=9)
             fig.tight_layout()
             fig.savefig(out_dir / name, dpi=110)

@@ -46,14 +46,20 @@ def make_tiny_model(path: str | Path, seed: int = 0, **overrides) -> Path:
     return path
 
 
-def init_single_process_group(port: int = 29533) -> None:
-    """A gloo world of size 1 for an in-process engine."""
+def init_single_process_group(port: int | None = None, backend: str = "gloo") -> None:
+    """A world of size 1 for an in-process engine (on a free loopback port unless `port` is given)."""
+    import socket
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(port))
-        dist.init_process_group(backend="gloo", rank=0, world_size=1)
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ["MASTER_PORT"] = str(port)
+        dist.init_process_group(backend=backend, rank=0, world_size=1)
 
 
 def make_engine(model_path: str | Path, micro_batch_size: int = 2, lr: float = 1e-3, dtype: str = "fp32"):

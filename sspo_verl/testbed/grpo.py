@@ -156,7 +156,7 @@ class GRPOTrainer:
         from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
         token_rewards = torch.zeros(response_mask.shape)
-        last = response_mask.sum(1) - 1  # (B,) index of each response's last token
+        last = response_mask.sum(1).long() - 1  # (B,) index of each response's last token
         token_rewards[torch.arange(len(scores)), last] = scores
         group = np.repeat(np.arange(self.cfg.prompts), self.cfg.group_size)  # uid of each sample's prompt
         advantages, _ = compute_grpo_outcome_advantage(token_rewards, response_mask.float(), group)

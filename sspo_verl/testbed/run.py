@@ -88,12 +88,10 @@ def _setup_device(device: str) -> None:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29561")
-        torch.distributed.init_process_group(backend="nccl", rank=0, world_size=1)
+        h.init_single_process_group(backend="nccl")
     else:
         h.use_cpu_platform()
-        h.init_single_process_group(port=29561)
+        h.init_single_process_group()
 
 
 def cold_start_checkpoint(args, task, seed: int, path: Path) -> dict:

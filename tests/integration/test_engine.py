@@ -17,7 +17,7 @@ VOCAB = 512
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     h.use_cpu_platform()
-    h.init_single_process_group(port=29581)
+    h.init_single_process_group()
     return h.make_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
 

@@ -1,0 +1,90 @@
+"""The comparison tool reads the logs verl itself writes (verl's Tracking: file, tensorboard, console)."""
+
+import json
+
+import pytest
+
+from sspo_verl import compare
+
+VAL = "val-core/openai/gsm8k/reward/mean@1"
+
+
+def _metrics(step: int, method_offset: float) -> dict:
+    m = {"critic/score/mean": 0.1 * step + method_offset, "actor/entropy": 1.0 / (step + 1), "actor/ppo_kl": 0.01 * step,
+         "actor/grad_norm": 0.5, "actor/pg_clipfrac": 0.02, "actor/pg_loss": -0.1, "response_length/mean": 100.0 + step,
+         "actor/sspo/token_w_mean": 0.9, "timing_s/gen": 3.0}
+    if step % 2 == 0:
+        m[VAL] = 0.4 + 0.05 * step + method_offset
+    return m
+
+
+def _write_verl_logs(tmp_path, monkeypatch, capsys, name: str, method_offset: float) -> dict:
+    """One run logged by verl's Tracking to all three backends; returns {format: path}."""
+    from verl.utils.tracking import Tracking
+
+    paths = {"jsonl": tmp_path / f"{name}.jsonl", "tensorboard": tmp_path / f"tb_{name}", "console": tmp_path / f"{name}.log"}
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(paths["jsonl"]))
+    monkeypatch.setenv("TENSORBOARD_DIR", str(paths["tensorboard"]))
+    tracker = Tracking(project_name="sspo", experiment_name=name, default_backend=["console", "file", "tensorboard"])
+    capsys.readouterr()
+    for step in range(1, 7):
+        tracker.log(data=_metrics(step, method_offset), step=step)
+    paths["console"].write_text("(TaskRunner pid=4242) unrelated: line\n" + "\n".join(
+        f"(TaskRunner pid=4242) {line}" for line in capsys.readouterr().out.splitlines()))
+    tracker.finish()
+    return paths
+
+
+def _close(a: dict, b: dict, rel: float) -> bool:
+    return a.keys() == b.keys() and all(a[k] == (b[k] if isinstance(b[k], str) else pytest.approx(b[k], rel=rel))
+                                        for k in a)
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch, capsys):
+    return {name: _write_verl_logs(tmp_path, monkeypatch, capsys, name, off)
+            for name, off in (("grpo_s0", 0.0), ("grpo_s1", 0.02), ("sspo_s0", 0.05))}
+
+
+def test_every_verl_log_format_gives_the_same_records(logs):
+    runs = {fmt: compare.to_records("sspo", 0, compare.read_log(path)) for fmt, path in logs["sspo_s0"].items()}
+    assert len(runs["jsonl"]) == len(runs["console"]) == len(runs["tensorboard"]) == 6
+    for a, b, c in zip(runs["jsonl"], runs["console"], runs["tensorboard"]):
+        assert _close(a, b, rel=1e-12)
+        assert _close(a, c, rel=1e-6)  # tensorboard stores float32
+    assert _close(runs["jsonl"][1], {"method": "sspo", "seed": 0, "step": 2, "reward": 0.25, "entropy": 1 / 3,
+                                   "ppo_kl": 0.02, "grad_norm": 0.5, "pg_clipfrac": 0.02, "pg_loss": -0.1,
+                                   "response_len": 102.0, "val_acc": 0.55, "sspo/token_w_mean": 0.9}, rel=1e-12)
+    assert "val_acc" not in runs["jsonl"][0]  # step 1 had no validation
+
+
+def test_wandb_csv_export(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text(f"_step,critic/score/mean,{VAL}\n1,0.25,\n2,0.5,0.7\n")
+    records = compare.to_records("grpo", 0, compare.read_log(path))
+    assert records == [{"method": "grpo", "seed": 0, "step": 1, "reward": 0.25},
+                       {"method": "grpo", "seed": 0, "step": 2, "reward": 0.5, "val_acc": 0.7}]
+
+
+def test_cli_aligns_runs_and_writes_the_report(logs, tmp_path, capsys):
+    out = tmp_path / "report"
+    compare.main(["--run", f"grpo={logs['grpo_s0']['jsonl']}", "--run", f"grpo={logs['grpo_s1']['tensorboard']}",
+                  "--run", f"sspo={logs['sspo_s0']['console']}", "--out", str(out)])
+    printed = capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["seed"]) for r in records} == {("grpo", 0), ("grpo", 1), ("sspo", 0)}
+    # final held-out (step 6): grpo 0.70 and 0.72 -> 0.710 +- 0.010; sspo 0.75, which grpo's mean reaches at step 6
+    assert "| grpo | 2 | 0.710 ± 0.010 | 6.0 (1/2) | 0/2 |" in printed
+    assert "| sspo | 1 | 0.750 ± 0.000 | 6.0 (1/1) | 0/1 |" in printed
+    for name in ("summary.md", "reward_accuracy.png", "importance_weights.png", "entropy.png"):
+        assert (out / name).exists()
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(SystemExit):
+        compare.main(["--run", "just_a_path.jsonl", "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="no log at .*missing.jsonl"):
+        compare.read_log(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    with pytest.raises(ValueError, match="no metrics found"):
+        compare.read_log(tmp_path / "empty.log")
