@@ -118,7 +118,8 @@ def _fmt(x: float) -> str:
 
 
 def _band(ax, runs: dict[int, list[dict]], key: str, label: str, log: bool = False) -> bool:
-    """Mean over seeds with a ±1 std band, on the steps every seed logged. False when no seed logged `key`."""
+    """Mean over seeds with a ±1 std band (min-max on a log scale), on the steps every seed logged.
+    False when no seed logged `key`."""
     series = [_series(run, key) for run in runs.values()]
     series = [(s, v) for s, v in series if len(s)]
     if not series:
@@ -128,8 +129,9 @@ def _band(ax, runs: dict[int, list[dict]], key: str, label: str, log: bool = Fal
         return False
     vals = np.stack([np.interp(common, s, v) for s, v in series])  # (seeds, steps)
     mean, std = vals.mean(0), vals.std(0)
+    low, high = (vals.min(0), vals.max(0)) if log else (mean - std, mean + std)
     (line,) = ax.plot(common, mean, label=label)
-    ax.fill_between(common, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.fill_between(common, low, high, color=line.get_color(), alpha=0.2)
     if log:
         ax.set_yscale("log")
     return True
@@ -173,7 +175,7 @@ def write_report(records: list[dict], out_dir: str | Path, baseline: str, header
     """summary.md (the table, the plots, the collapse rule) and the plots, in `out_dir`."""
     out_dir = Path(out_dir)
     table = markdown_table(summarize(records, baseline))
-    images = plot(records, out_dir, title=header.splitlines()[0] if header else "")
+    images = plot(records, out_dir, title=header.splitlines()[0].lstrip("# ") if header else "")
     text = [header, "", table, "",
             f"Collapse: final held-out accuracy below {COLLAPSE_FRACTION:g} x the run's best and at least "
             f"{COLLAPSE_MIN_DROP:g} below it, or a non-finite loss. "
