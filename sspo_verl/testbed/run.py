@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
