@@ -26,6 +26,7 @@ import importlib.metadata
 import os
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Optional
@@ -295,6 +296,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the checks")
     parser.add_argument("overrides", nargs="*", help="the recipe's Hydra overrides")
     args = parser.parse_args(argv)
+    start = time.monotonic()
     try:
         settings = settings_from_overrides(args.overrides)
         reports = run_checks(args.address, settings, load_runtime_env(args.runtime_env), args.timeout, args.nodes)
@@ -302,15 +304,16 @@ def main(argv=None) -> int:
         print(f"preflight FAILED: {exc}", file=sys.stderr)
         return 1
     good, bad = summary(reports, settings)
+    took = f"{time.monotonic() - start:.1f} s"
     for line in good:
         print(f"preflight: {line}")
     for line in bad:
         print(f"preflight FAILED: {line}", file=sys.stderr)
     if bad:
         print(f"preflight FAILED: {len(bad)} of {len(reports)} nodes cannot train loss_mode={settings.loss_mode}; "
-              f"nothing was launched", file=sys.stderr)
+              f"nothing was launched ({took})", file=sys.stderr)
         return 1
-    print(f"preflight: all {len(reports)} nodes ready for loss_mode={settings.loss_mode}")
+    print(f"preflight: all {len(reports)} nodes ready for loss_mode={settings.loss_mode} ({took})")
     return 0
 
 
