@@ -90,6 +90,14 @@ def settings_from_overrides(overrides: list[str]) -> Settings:
         settings = settings_from_config(compose(overrides))
     except Exception as exc:  # Hydra's errors name the bad override
         raise PreflightError(f"the overrides do not compose into verl's config: {exc}") from None
+    if settings.external_lib:  # a user's gates register there: import it before checking the gate, as verl will
+        from verl.utils.import_utils import import_external_libs
+
+        try:
+            import_external_libs(settings.external_lib)
+        except Exception as exc:
+            raise PreflightError(f"actor_rollout_ref.model.external_lib={settings.external_lib} does not import here "
+                                 f"({type(exc).__name__}: {exc}) — fix: install it, or correct the override") from None
     problem = config_problem(settings)
     if problem:
         raise PreflightError(f"{problem[0]} — fix: {problem[1]}")

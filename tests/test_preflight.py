@@ -12,7 +12,10 @@ from dataclasses import asdict, replace
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
 from sspo_verl import preflight
+from sspo_verl.gates import GATES
 from sspo_verl.plugin import SUPPORTED_VERL
 
 A = "actor_rollout_ref.actor"
@@ -47,6 +50,24 @@ def test_bad_overrides_fail_on_the_driver_before_any_node_is_asked(overrides, me
     with pytest.raises(preflight.PreflightError) as err:
         preflight.settings_from_overrides(overrides)
     assert message in str(err.value)
+
+
+def test_a_users_gate_registered_by_external_lib_passes_and_a_missing_module_is_named(tmp_path, monkeypatch):
+    (tmp_path / "my_gates_pf.py").write_text(
+        "import torch, sspo_verl\n"
+        "sspo_verl.register_gate('algebraic_pf', lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),\n"
+        "                        lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mode = [f"{A}.policy_loss.loss_mode=sspo_algebraic_pf", f"{A}.tau_pos=1.0", f"{A}.tau_neg=1.05"]
+    try:
+        settings = preflight.settings_from_overrides(mode + ["actor_rollout_ref.model.external_lib=my_gates_pf"])
+        assert preflight.check_node(asdict(settings))["problem"] is None
+    finally:  # the gate must not leak into other tests
+        GATES.pop("algebraic_pf", None)
+        POLICY_LOSS_REGISTRY.pop("sspo_algebraic_pf", None)
+        sys.modules.pop("my_gates_pf", None)
+    with pytest.raises(preflight.PreflightError, match="external_lib=no_such_module_pf does not import here"):
+        preflight.settings_from_overrides(mode + ["actor_rollout_ref.model.external_lib=no_such_module_pf"])
 
 
 def test_this_interpreter_passes_the_node_checks(settings):
