@@ -19,18 +19,24 @@ import sys
 MIN_STEPS_PER_BATCH = 4  # the off-policy regime SSPO targets
 
 
+def compose(overrides: list[str]):
+    """verl's `ppo_trainer.yaml` from the installed verl, composed with Hydra overrides as `main_ppo` does."""
+    import verl
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        return hydra_compose(config_name="ppo_trainer", overrides=overrides)
+
+
 def check(overrides: list[str]) -> list[str]:
     """Compose and validate; returns notes for the user; raises on an error."""
-    import verl
-    from hydra import compose, initialize_config_dir
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
     from verl.utils.config import omega_conf_to_dataclass
 
     import sspo_verl  # noqa: F401  (the entry point loads it too; explicit so a broken install fails here)
 
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    cfg = compose(overrides)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)  # verl's checks + SSPO's (tau, gate)
     loss_mode = actor.policy_loss.loss_mode
     if loss_mode not in POLICY_LOSS_REGISTRY:

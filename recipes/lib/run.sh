@@ -2,6 +2,9 @@
 #   DRY_RUN=1      compose verl's real config, validate it, print the command, exit 0 (no GPU needed)
 #   LAUNCHER=...   what runs the overrides (default: python3 -m verl.trainer.main_ppo); the multi-node recipes
 #                  wrap it in `ray job submit`
+#   PREFLIGHT_ADDRESS=HEAD_IP:PORT  run `python -m sspo_verl.preflight` against that Ray cluster with the same
+#                  overrides before the launcher (PREFLIGHT_ARGS: its options); the multi-node recipes set it.
+#                  PREFLIGHT=0 skips it.
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$RECIPES_DIR/lib/methods.sh"
 PYTHON="${PYTHON:-python3}"
@@ -35,6 +38,10 @@ run_recipe() {
   if [ "${DRY_RUN:-0}" = 1 ]; then
     "$PYTHON" -m sspo_verl.dry_run --launcher "$launcher" -- "${all[@]}"
   else
+    if [ -n "${PREFLIGHT_ADDRESS:-}" ] && [ "${PREFLIGHT:-1}" != 0 ]; then
+      # shellcheck disable=SC2086  # options
+      "$PYTHON" -m sspo_verl.preflight --address "$PREFLIGHT_ADDRESS" ${PREFLIGHT_ARGS:-} -- "${all[@]}" || return 1
+    fi
     # shellcheck disable=SC2086  # the launcher is a command line
     $launcher "${all[@]}"
   fi

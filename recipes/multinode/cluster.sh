@@ -2,7 +2,9 @@
 #   ray_head_start <node_ip> [port]        start the head on this node
 #   ray_worker_start <head_ip:port> <node_ip>  join this node to the head
 #   ray_wait_nodes <head_ip:port> <n> [timeout_s]  block until n nodes are alive
+#   route_ip <head_ip>                     the address this node reaches the head from (what it should advertise)
 #   runtime_env_json                       the job's runtime env: what every worker needs
+#   runtime_env_file                       where job_launcher writes it (RUNTIME_ENV_FILE)
 #   job_launcher <head_ip>                 `ray job submit ... --` prefix for a payload command (writes the env file)
 # The plugin must be installed (pip install sspo-verl) in the Python that Ray's workers use, on every node:
 # `import verl` then loads it through its entry point. The runtime env also sets the env vars below.
@@ -32,15 +34,26 @@ ray_wait_nodes() {
   return 1
 }
 
+route_ip() {
+  # the source address of this node's route to the head: reachable from the head, unlike what
+  # `hostname --ip-address` gives on hosts whose /etc/hosts maps the hostname to 127.0.1.1
+  python3 -c 'import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 9)); print(s.getsockname()[0])' "$1"
+}
+
 runtime_env_json() {
   # env vars every worker process needs; add "pip": ["sspo-verl"] here if your cluster installs per job
   printf '{"env_vars": {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "WARN"%s}}' \
     "${EXTRA_ENV_JSON:+, $EXTRA_ENV_JSON}"
 }
 
+runtime_env_file() {
+  echo "${RUNTIME_ENV_FILE:-${TMPDIR:-/tmp}/sspo_runtime_env.json}"
+}
+
 job_launcher() {
   # writes the runtime env to a file (JSON is YAML) so the printed command can be pasted as it is
-  local head_ip="$1" env_file="${RUNTIME_ENV_FILE:-${TMPDIR:-/tmp}/sspo_runtime_env.json}"
+  local head_ip="$1" env_file
+  env_file="$(runtime_env_file)"
   runtime_env_json > "$env_file"
   echo "ray job submit --address=http://$head_ip:$RAY_DASHBOARD_PORT --runtime-env=$env_file --"
 }

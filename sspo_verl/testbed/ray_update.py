@@ -6,6 +6,9 @@ Prints one JSON line: loss, grad_norm, the SSPO metrics, and the node of every r
 
     python -m sspo_verl.testbed.ray_update --ranks 2                     # local Ray on loopback
     python -m sspo_verl.testbed.ray_update --address 10.77.0.1:6379 --ranks-per-node 1,1
+
+As the payload of a multi-node recipe (PAYLOAD=..., in place of main_ppo) it receives the recipe's Hydra
+overrides and trains with their loss settings (loss_mode, tau_pos, tau_neg, loss_agg_mode).
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ from pathlib import Path
 TESTBED_DIR = Path(__file__).resolve().parent
 
 
+def loss_settings(loss_mode: str, overrides: list[str]) -> dict:
+    """The actor's loss keys: from a recipe's Hydra overrides when given (the multi-node payload), else
+    `loss_mode` with tau 1.0 / 1.05 (and the harness's seq-mean-token-mean)."""
+    if not overrides:
+        return {"loss_mode": loss_mode, "tau_pos": 1.0, "tau_neg": 1.05}
+    from sspo_verl.preflight import settings_from_overrides
+
+    s = settings_from_overrides(overrides)
+    return {"loss_mode": s.loss_mode, "tau_pos": s.tau_pos, "tau_neg": s.tau_neg, "loss_agg_mode": s.loss_agg_mode}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=None, help="a running Ray cluster (default: start one on loopback)")
@@ -30,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--loss-mode", default="sspo")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="a recipe's Hydra overrides: their loss settings replace "
+                        "--loss-mode and the default tau 1.0 / 1.05 and seq-mean-token-mean")
     args = parser.parse_args(argv)
     if args.address is None:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before `import ray`: bind loopback only
@@ -39,6 +55,7 @@ def main(argv=None) -> int:
     from sspo_verl.testbed import cpu_harness as h
 
     h.use_cpu_platform()
+    loss = loss_settings(args.loss_mode, args.overrides)
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
     from verl.trainer.config import CheckpointConfig
     from verl.utils import tensordict_utils as tu
@@ -78,7 +95,7 @@ def main(argv=None) -> int:
         pool = RayResourcePool(process_on_nodes=ranks_per_node, use_gpu=False, max_colocate_count=1)
         group = RayWorkerGroup(resource_pool=pool, ray_cls_with_init=RayClassWithInitArgs(cls=ray.remote(TrainingWorker), config=cfg))
         group.reset()
-        actor_cfg = h.actor_config(args.loss_mode, args.batch, 2, tau_pos=1.0, tau_neg=1.05)
+        actor_cfg = h.actor_config(mini_batch_size=args.batch, micro_batch_size=2, **loss)
         group.set_loss_fn(partial(ppo_loss, config=actor_cfg))
         td = h.rollout_batch(args.batch, 8, 24, h.TINY_QWEN2["vocab_size"], seed=args.seed, micro_batch_size=2)
         # old log-probs off the initial policy, so the second epoch runs off-policy and the gate has work to do
@@ -88,7 +105,7 @@ def main(argv=None) -> int:
         out = out[0] if isinstance(out, list) else out
         metrics = {k: ([float(x) for x in v] if isinstance(v, list) else float(v)) for k, v in tu.get(out, "metrics").items()}
         nodes = ray.get([w.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for w in group.workers])
-        print(json.dumps({"loss_mode": args.loss_mode, "world_size": group.world_size, "rank_nodes": nodes,
+        print(json.dumps({"loss_mode": loss["loss_mode"], "world_size": group.world_size, "rank_nodes": nodes,
                           "metrics": metrics}))
     finally:
         ray.shutdown()

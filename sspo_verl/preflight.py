@@ -1,0 +1,329 @@
+"""Preflight of a multi-node run: can every alive Ray node train this loss? Answered in seconds, before any
+node loads a model or starts a rollout engine.
+
+    python -m sspo_verl.preflight [--address HEAD_IP:6379] [--runtime-env FILE] [--nodes N] -- <hydra overrides...>
+
+The overrides are the recipe's (composed with verl's `ppo_trainer.yaml` as `main_ppo` does, through
+`sspo_verl.dry_run.compose`). The config is checked once here, then one small task runs on every alive node
+(pinned with a hard node affinity) in the interpreter that Ray's workers use there, and checks what a verl
+worker on that node will need:
+
+- verl imports, and its version is in the range sspo-verl declares (its package metadata);
+- the sspo-verl distribution is installed (its `sspo` entry point in group `verl.plugins`), at the driver's
+  version, and `sspo_verl` imports;
+- the loss mode is registered after `import verl` (plus `actor_rollout_ref.model.external_lib`), exactly as in a
+  verl worker; for SSPO modes the gate exists and the temperatures are valid (the plugin's own validators).
+
+Exit 0 with one line per node. Exit 1 with one line per bad node, naming its address, what is wrong and the
+fix (e.g. the pip command for that node's interpreter), or with the reason the cluster cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Optional
+
+DIST = "sspo-verl"
+ENTRY_POINT_GROUP, ENTRY_POINT_NAME = "verl.plugins", "sspo"
+DEFAULT_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 5.0
+START_HINT = ("start it first: `bash recipes/multinode/ray_cluster.sh head <head_ip>` on the head node and "
+              "`bash recipes/multinode/ray_cluster.sh worker <head_ip> <node_ip>` on every other node")
+
+
+class PreflightError(Exception):
+    """A failure that is not a node's: bad overrides, an unreachable cluster, missing nodes."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every node checks, from the recipe's overrides and the driver's installation."""
+
+    loss_mode: str
+    tau_pos: object
+    tau_neg: object
+    loss_agg_mode: str
+    external_lib: Optional[str]
+    verl_spec: str  # the verl range sspo-verl supports, e.g. ">=0.9.1,<0.10"
+    plugin_version: str  # the driver's sspo-verl: every node must run the same
+
+
+# ---------------------------------------------------------------------------------------------------
+# On the driver: settings from the overrides
+# ---------------------------------------------------------------------------------------------------
+
+
+def supported_verl(dist: str = DIST) -> str:
+    """The verl version range from sspo-verl's package metadata (its install_requires)."""
+    from packaging.requirements import Requirement
+
+    for line in importlib.metadata.requires(dist) or []:
+        req = Requirement(line)
+        if req.name == "verl" and req.marker is None:
+            return ",".join(sorted(map(str, req.specifier), reverse=True))  # ">=0.9.1,<0.10"
+    raise PreflightError(f"{dist}'s metadata declares no verl requirement; reinstall it: pip install -e <checkout>")
+
+
+def settings_from_config(cfg) -> Settings:
+    """The checked keys of a composed `ppo_trainer` config (a DictConfig)."""
+    actor = cfg.actor_rollout_ref.actor
+    return Settings(
+        loss_mode=str(actor.policy_loss.loss_mode), tau_pos=actor.get("tau_pos"), tau_neg=actor.get("tau_neg"),
+        loss_agg_mode=str(actor.loss_agg_mode), external_lib=cfg.actor_rollout_ref.model.get("external_lib"),
+        verl_spec=supported_verl(), plugin_version=importlib.metadata.version(DIST),
+    )
+
+
+def settings_from_overrides(overrides: list[str]) -> Settings:
+    """Compose verl's config from the overrides (as the dry run and main_ppo do) and check it once, here."""
+    from .dry_run import compose
+
+    try:
+        settings = settings_from_config(compose(overrides))
+    except Exception as exc:  # Hydra's errors name the bad override
+        raise PreflightError(f"the overrides do not compose into verl's config: {exc}") from None
+    if settings.external_lib:  # a user's gates register there: import it before checking the gate, as verl will
+        from verl.utils.import_utils import import_external_libs
+
+        try:
+            import_external_libs(settings.external_lib)
+        except Exception as exc:
+            raise PreflightError(f"actor_rollout_ref.model.external_lib={settings.external_lib} does not import here "
+                                 f"({type(exc).__name__}: {exc}) — fix: install it, or correct the override") from None
+    problem = config_problem(settings)
+    if problem:
+        raise PreflightError(f"{problem[0]} — fix: {problem[1]}")
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------------
+# On every node (a Ray task pickled by value: it must not need sspo_verl to be deserialized)
+# ---------------------------------------------------------------------------------------------------
+
+
+def config_problem(s) -> Optional[tuple[str, str]]:
+    """The plugin's own config check (gate, temperatures) on this interpreter: (what, fix) or None."""
+    from sspo_verl.plugin import check_actor_config
+
+    actor = SimpleNamespace(policy_loss={"loss_mode": s.loss_mode}, tau_pos=s.tau_pos, tau_neg=s.tau_neg,
+                            loss_agg_mode=s.loss_agg_mode)
+    try:
+        check_actor_config(actor)
+    except ValueError as exc:
+        return str(exc), "correct that override on the recipe's command line"
+    return None
+
+
+def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
+    """The first thing that would stop a verl worker in this interpreter from training `s.loss_mode`, with its
+    fix; None when there is none. Fills report["verl"] / report["plugin"] with the versions found."""
+    pip = f"{sys.executable} -m pip install"
+    install_verl = f"{pip} 'verl{s.verl_spec}'"
+    install_plugin = f"{pip} '{DIST}=={s.plugin_version}'"
+    try:
+        import verl  # noqa: F401  (loads the verl.plugins entry points, as in every verl worker)
+        from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+        from verl.utils.import_utils import import_external_libs
+    except Exception as exc:
+        return f"verl does not import ({type(exc).__name__}: {exc})", install_verl
+    report["verl"] = importlib.metadata.version("verl")
+    from packaging.specifiers import SpecifierSet
+
+    if not SpecifierSet(s.verl_spec).contains(report["verl"], prereleases=True):
+        return f"verl {report['verl']} is outside the range sspo-verl supports (verl{s.verl_spec})", install_verl
+    # what a verl worker here will see: the registry after `import verl`, then after verl imports external_lib
+    registered = s.loss_mode in POLICY_LOSS_REGISTRY
+    if not registered and s.external_lib:
+        try:
+            import_external_libs(s.external_lib)
+        except Exception:
+            pass  # reported below, by the plugin checks or as an unregistered loss mode
+        registered = s.loss_mode in POLICY_LOSS_REGISTRY
+
+    entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=ENTRY_POINT_NAME)
+    if not entry_points:
+        return (f"the {DIST} plugin is not installed in this node's Python (no `{ENTRY_POINT_NAME}` entry point in "
+                f"group {ENTRY_POINT_GROUP})", install_plugin)
+    report["plugin"] = importlib.metadata.version(DIST)
+    if report["plugin"] != s.plugin_version:
+        return f"{DIST} {report['plugin']} here, {s.plugin_version} on the driver", install_plugin
+    try:
+        importlib.import_module("sspo_verl")
+    except Exception as exc:
+        return f"{DIST} is installed but `import sspo_verl` fails ({type(exc).__name__}: {exc})", \
+            f"{pip} --force-reinstall '{DIST}=={s.plugin_version}'"
+    problem = config_problem(s)
+    if problem:
+        return problem
+    if not registered:
+        policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
+        return (f"loss_mode={s.loss_mode} is not registered after `import verl` (VERL_USE_EXTERNAL_PLUGINS={policy})",
+                "unset VERL_USE_EXTERNAL_PLUGINS on this node (or include `sspo` in it), or add "
+                "actor_rollout_ref.model.external_lib=sspo_verl")
+    return None
+
+
+def check_node(settings: dict) -> dict:
+    """Runs on one node: its hostname, interpreter, versions and first problem (what, fix) or None."""
+    report = {"hostname": socket.gethostname(), "python": sys.executable, "verl": None, "plugin": None}
+    try:
+        report["problem"] = node_problem(SimpleNamespace(**settings), report)  # not Settings: sent by value
+    except Exception as exc:  # an unforeseen failure is still this node's, and must not hide the others
+        report["problem"] = (f"the check itself failed ({type(exc).__name__}: {exc})", "see the node's worker logs")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+
+
+def node_line(ip: str, report: dict, s: Settings) -> str:
+    """One line per node: `node <ip> (<host>): ok — ...` or `node <ip> (<host>): <what> — fix: <fix>`."""
+    head = f"node {ip} ({report.get('hostname') or '?'})"
+    if report.get("problem"):
+        what, fix = report["problem"]
+        return f"{head}: {what} — fix: {fix}"
+    return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered, "
+            f"tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
+
+
+def summary(reports: dict[str, dict], s: Settings) -> tuple[list[str], list[str]]:
+    """(lines of good nodes, lines of bad nodes), in address order."""
+    good, bad = [], []
+    for ip in sorted(reports, key=_ip_key):
+        (bad if reports[ip].get("problem") else good).append(node_line(ip, reports[ip], s))
+    return good, bad
+
+
+def _ip_key(ip: str):
+    parts = ip.split(".")
+    return [int(p) for p in parts] if all(p.isdigit() for p in parts) else [ip]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The cluster
+# ---------------------------------------------------------------------------------------------------
+
+
+def split_address(address: str) -> Optional[tuple[str, int]]:
+    """(host, port) of a `host:port` GCS address; None for `auto` or a `ray://` client address."""
+    if address == "auto" or "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise PreflightError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in seconds, with the address and how to start the cluster, when nothing listens there."""
+    target = split_address(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError as exc:
+        raise PreflightError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); {START_HINT}; "
+                             f"or pass --address <head_ip>:6379 (or set RAY_ADDRESS)") from None
+
+
+def load_runtime_env(path: Optional[str]) -> Optional[dict]:
+    """The job's runtime env (JSON or YAML), so the checks see the env vars the job's workers will see."""
+    if not path:
+        return None
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or None
+    except (OSError, yaml.YAMLError) as exc:
+        raise PreflightError(f"--runtime-env {path}: {exc}") from None
+
+
+def run_checks(address: str, settings: Settings, runtime_env: Optional[dict], timeout_s: float,
+               min_nodes: int = 0) -> dict[str, dict]:
+    """One check task per alive node; returns {node ip: report}."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check_reachable(address)
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
+    except Exception as exc:
+        raise PreflightError(f"cannot connect to the Ray cluster at {address} ({type(exc).__name__}: {exc}); "
+                             f"{START_HINT}") from None
+    module = sys.modules[__name__]
+    by_value = module.__name__ != "__main__"
+    if by_value:  # so that a node without sspo_verl can still load the check (and report that it lacks it)
+        ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        if len(nodes) < min_nodes:
+            raise PreflightError(f"only {len(nodes)} of {min_nodes} nodes are alive in the cluster at {address} "
+                                 f"({', '.join(n['NodeManagerAddress'] for n in nodes)}); {START_HINT}")
+        task = ray.remote(num_cpus=0, max_retries=0)(check_node)
+        refs = {n["NodeManagerAddress"]: task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(asdict(settings))
+            for n in nodes}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        return {ip: _collect(ref, ready, timeout_s) for ip, ref in refs.items()}
+    finally:
+        if by_value:
+            ray.cloudpickle.unregister_pickle_by_value(module)
+        ray.shutdown()
+
+
+def _collect(ref, ready: list, timeout_s: float) -> dict:
+    import ray
+
+    if ref not in ready:
+        return {"problem": (f"no answer within {timeout_s:g} s (no Python worker could start there?)",
+                            "look at that node's raylet.out / python-core-worker-*.log under its Ray temp dir")}
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # the worker died or could not load the task
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"problem": (f"the check task failed ({first})", "look at that node's worker logs")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
+                        help="the cluster's GCS address HEAD_IP:6379 (default: $RAY_ADDRESS, else auto)")
+    parser.add_argument("--runtime-env", default=None, help="the job's runtime env file (JSON or YAML)")
+    parser.add_argument("--nodes", type=int, default=0, help="fail unless at least this many nodes are alive")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the checks")
+    parser.add_argument("overrides", nargs="*", help="the recipe's Hydra overrides")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    try:
+        settings = settings_from_overrides(args.overrides)
+        reports = run_checks(args.address, settings, load_runtime_env(args.runtime_env), args.timeout, args.nodes)
+    except PreflightError as exc:
+        print(f"preflight FAILED: {exc}", file=sys.stderr)
+        return 1
+    good, bad = summary(reports, settings)
+    took = f"{time.monotonic() - start:.1f} s"
+    for line in good:
+        print(f"preflight: {line}")
+    for line in bad:
+        print(f"preflight FAILED: {line}", file=sys.stderr)
+    if bad:
+        print(f"preflight FAILED: {len(bad)} of {len(reports)} nodes cannot train loss_mode={settings.loss_mode}; "
+              f"nothing was launched ({took})", file=sys.stderr)
+        return 1
+    print(f"preflight: all {len(reports)} nodes ready for loss_mode={settings.loss_mode} ({took})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

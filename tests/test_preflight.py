@@ -1,0 +1,162 @@
+"""The preflight's logic without a cluster: settings from the recipe's overrides, the per-node checks run in this
+interpreter, the report lines, and the failures that happen before any node is asked."""
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+from sspo_verl import preflight
+from sspo_verl.gates import GATES
+from sspo_verl.plugin import SUPPORTED_VERL
+
+A = "actor_rollout_ref.actor"
+SSPO = [f"{A}.policy_loss.loss_mode=sspo", f"{A}.tau_pos=1.0", f"{A}.tau_neg=1.05",
+        f"{A}.loss_agg_mode=seq-mean-token-mean", "actor_rollout_ref.model.external_lib=sspo_verl"]
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return preflight.settings_from_overrides(SSPO)
+
+
+def test_supported_range_comes_from_the_package_metadata_and_matches_the_plugin():
+    spec = preflight.supported_verl()
+    assert spec == ">=0.9.1,<0.10"
+    assert SpecifierSet(spec) == SUPPORTED_VERL
+
+
+def test_settings_from_the_recipe_overrides(settings):
+    assert (settings.loss_mode, settings.tau_pos, settings.tau_neg) == ("sspo", 1.0, 1.05)
+    assert settings.loss_agg_mode == "seq-mean-token-mean" and settings.external_lib == "sspo_verl"
+    assert settings.plugin_version == importlib.metadata.version("sspo-verl")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ([f"{A}.policy_loss.loss_mode=sspo", f"{A}.tau_pos=0"], "tau_pos=0 must be a finite number > 0"),
+    ([f"{A}.policy_loss.loss_mode=sspo_cosine"], "names gate 'cosine', which is not registered"),
+    ([f"{A}.policy_loss.loss_mod=sspo"], "do not compose into verl's config: Could not override "
+                                          f"'{A}.policy_loss.loss_mod'"),
+])
+def test_bad_overrides_fail_on_the_driver_before_any_node_is_asked(overrides, message):
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.settings_from_overrides(overrides)
+    assert message in str(err.value)
+
+
+def test_a_users_gate_registered_by_external_lib_passes_and_a_missing_module_is_named(tmp_path, monkeypatch):
+    (tmp_path / "my_gates_pf.py").write_text(
+        "import torch, sspo_verl\n"
+        "sspo_verl.register_gate('algebraic_pf', lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),\n"
+        "                        lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mode = [f"{A}.policy_loss.loss_mode=sspo_algebraic_pf", f"{A}.tau_pos=1.0", f"{A}.tau_neg=1.05"]
+    try:
+        settings = preflight.settings_from_overrides(mode + ["actor_rollout_ref.model.external_lib=my_gates_pf"])
+        assert preflight.check_node(asdict(settings))["problem"] is None
+    finally:  # the gate must not leak into other tests
+        GATES.pop("algebraic_pf", None)
+        POLICY_LOSS_REGISTRY.pop("sspo_algebraic_pf", None)
+        sys.modules.pop("my_gates_pf", None)
+    with pytest.raises(preflight.PreflightError, match="external_lib=no_such_module_pf does not import here"):
+        preflight.settings_from_overrides(mode + ["actor_rollout_ref.model.external_lib=no_such_module_pf"])
+
+
+def test_this_interpreter_passes_the_node_checks(settings):
+    report = preflight.check_node(asdict(settings))
+    assert report["problem"] is None
+    assert report["python"] == sys.executable
+    assert report["verl"] == importlib.metadata.version("verl") and report["plugin"] == settings.plugin_version
+
+
+def test_verl_outside_the_supported_range_names_the_pip_fix_for_this_interpreter(settings):
+    report = preflight.check_node(asdict(replace(settings, verl_spec=">=0.10")))
+    what, fix = report["problem"]
+    assert what == f"verl {report['verl']} is outside the range sspo-verl supports (verl>=0.10)"
+    assert fix == f"{sys.executable} -m pip install 'verl>=0.10'"
+
+
+def test_a_plugin_version_other_than_the_drivers_is_a_problem(settings):
+    what, fix = preflight.check_node(asdict(replace(settings, plugin_version="9.9.9")))["problem"]
+    assert what == f"sspo-verl {settings.plugin_version} here, 9.9.9 on the driver"
+    assert fix == f"{sys.executable} -m pip install 'sspo-verl==9.9.9'"
+
+
+def test_an_interpreter_without_the_plugin_distribution_gets_the_install_command(settings, monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])  # as if it were never pip-installed
+    what, fix = preflight.check_node(asdict(settings))["problem"]
+    assert what.startswith("the sspo-verl plugin is not installed in this node's Python")
+    assert fix == f"{sys.executable} -m pip install 'sspo-verl=={settings.plugin_version}'"
+
+
+def _check_in_fresh_process(settings, **env) -> dict:
+    # preflight.py loaded as a file, not as sspo_verl.preflight (that would import the plugin first), as the
+    # by-value Ray task reaches a node
+    code = ("import importlib.util as u, json, sys; spec = u.spec_from_file_location('pf', sys.argv[1]); "
+            "m = sys.modules['pf'] = u.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(json.dumps(m.check_node(json.loads(sys.argv[2]))))")
+    out = subprocess.run([sys.executable, "-c", code, preflight.__file__, json.dumps(asdict(settings))],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, **env}, cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_plugins_switched_off_fail_unless_external_lib_brings_the_plugin(settings):
+    # a fresh process: the registry is checked as `import verl` leaves it, before the checks import sspo_verl
+    report = _check_in_fresh_process(replace(settings, external_lib=None), VERL_USE_EXTERNAL_PLUGINS="none")
+    what, fix = report["problem"]
+    assert what == "loss_mode=sspo is not registered after `import verl` (VERL_USE_EXTERNAL_PLUGINS=none)"
+    assert "actor_rollout_ref.model.external_lib=sspo_verl" in fix
+    assert _check_in_fresh_process(settings, VERL_USE_EXTERNAL_PLUGINS="none")["problem"] is None
+
+
+def test_report_lines_name_each_node_by_address_in_address_order(settings):
+    reports = {
+        "10.77.0.10": {"hostname": "n10", "python": "/p", "verl": "0.9.1", "plugin": "0.1.0", "problem": None},
+        "10.77.0.2": {"hostname": "n2", "problem": ("the sspo-verl plugin is not installed", "/v/bin/python -m pip install x")},
+        "10.77.0.1": {"hostname": "n1", "python": "/p", "verl": "0.9.1", "plugin": "0.1.0", "problem": None},
+    }
+    good, bad = preflight.summary(reports, settings)
+    assert [line.split()[1] for line in good] == ["10.77.0.1", "10.77.0.10"]
+    assert good[0] == ("node 10.77.0.1 (n1): ok — verl 0.9.1, sspo-verl 0.1.0, loss_mode=sspo registered, "
+                       "tau_pos=1.0 tau_neg=1.05, python /p")
+    assert bad == ["node 10.77.0.2 (n2): the sspo-verl plugin is not installed — fix: /v/bin/python -m pip install x"]
+
+
+@pytest.mark.parametrize("address,expected", [("auto", None), ("ray://10.0.0.1:10001", None),
+                                              ("10.0.0.1:6379", ("10.0.0.1", 6379))])
+def test_split_address(address, expected):
+    assert preflight.split_address(address) == expected
+
+
+def test_an_address_without_a_port_is_rejected_with_the_expected_form():
+    with pytest.raises(preflight.PreflightError, match=r"--address '10.0.0.1' is not HOST:PORT \(e.g. 10.0.0.1:6379\)"):
+        preflight.split_address("10.0.0.1")
+
+
+def test_runtime_env_file_is_read_and_a_missing_one_is_named(tmp_path):
+    path = tmp_path / "env.json"
+    path.write_text('{"env_vars": {"A": "1"}}')
+    assert preflight.load_runtime_env(str(path)) == {"env_vars": {"A": "1"}}
+    with pytest.raises(preflight.PreflightError, match="--runtime-env /nonexistent.json"):
+        preflight.load_runtime_env("/nonexistent.json")
+
+
+@pytest.mark.slow
+def test_no_cluster_at_the_address_fails_in_seconds_with_how_to_start_it():
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.preflight", "--address", "127.0.0.1:1", "--", *SSPO],
+                         capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 1
+    assert "preflight FAILED: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)" in out.stderr
+    assert "bash recipes/multinode/ray_cluster.sh head <head_ip>" in out.stderr
+    assert time.monotonic() - start < 60  # composing the config is most of it; no retries against the address
