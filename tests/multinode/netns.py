@@ -11,6 +11,7 @@ namespaces, the bridge and /etc/netns/<ns>; it runs even when the test failed (f
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -35,8 +36,12 @@ def _subnet_in_use() -> bool:
 class Network:
     """Namespaced nodes node1..nodeN at 10.77.0.1..N; `add_node()` adds one more at any time."""
 
+    _instances = itertools.count()
+
     def __init__(self, prefix: str | None = None):
-        self.prefix = prefix or f"sspo{os.getpid() % 100000}"
+        # unique per network: the kernel frees a deleted namespace's links asynchronously, so a second network
+        # of the same test process must not reuse the first one's names
+        self.prefix = prefix or f"sspo{os.getpid() % 100000}n{next(self._instances)}"
         self.bridge = f"{self.prefix}br"
         self.nodes: list[str] = []  # namespace names, node k at index k - 1
         if _subnet_in_use():
@@ -122,8 +127,9 @@ class Network:
     def close(self) -> None:
         for k in reversed(self.node_numbers):
             self.stop_node(k)
-        for ns in self.nodes:
-            _ip("netns", "del", ns, check=False)  # also removes the veth pair
+        for k, ns in enumerate(self.nodes, start=1):
+            _ip("link", "del", f"{self.prefix}v{k}", check=False)  # the veth pair, now rather than when the kernel frees ns
+            _ip("netns", "del", ns, check=False)
             hosts = Path("/etc/netns") / ns
             (hosts / "hosts").unlink(missing_ok=True)
             if hosts.is_dir():
