@@ -120,7 +120,7 @@ class GRPOTrainer:
         attention = torch.cat([prompt_mask, response_mask], 1)  # (B, P + R)
         td = h.make_batch(prompts, responses, attention, torch.zeros(responses.shape), advantages,
                           cfg.mini_batch_size)
-        old_log_probs, entropy = h.policy_log_probs(self.engine, td, with_entropy=True)  # (B, R) each
+        old_log_probs, entropy = (t.cpu() for t in h.policy_log_probs(self.engine, td, with_entropy=True))  # (B, R)
         mask = response_mask.bool()
         record.update(reward=scores.mean().item(), entropy=entropy[mask].mean().item(),
                       response_len=response_mask.sum(1).float().mean().item())
