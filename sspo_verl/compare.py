@@ -37,6 +37,7 @@ KEYS = {  # record key <- verl keys, first present wins
     "response_len": ["response_length/mean"],
 }
 _CONSOLE = re.compile(r"step:(\d+) - (.*)$")
+_NUMBER = re.compile(r"^(?:np\.\w+\()?([-+]?(?:[0-9.]+(?:e[-+]?\d+)?|nan|inf))\)?$", re.IGNORECASE)  # 0.5, np.float64(0.5)
 
 
 def read_file_logger(path: Path) -> dict[int, dict]:
@@ -58,11 +59,9 @@ def read_console(path: Path) -> dict[int, dict]:
         data = steps.setdefault(int(match.group(1)), {})
         for cell in match.group(2).split(" - "):
             key, sep, value = cell.rpartition(":")
-            if sep:
-                try:
-                    data[key] = float(value)
-                except ValueError:
-                    pass  # not a number: verl prints only numbers, so this is another program's line
+            number = _NUMBER.match(value.strip()) if sep else None
+            if number:  # verl prints numbers with pprint: numpy scalars read `np.float64(0.5)`
+                data[key] = float(number.group(1))
     return steps
 
 
@@ -123,8 +122,9 @@ def to_records(method: str, seed: int, steps: dict[int, dict], val_key: str | No
         data = steps[step]
         record = {"method": method, "seed": seed, "step": step}
         for name, candidates in KEYS.items():
-            value = next((data[k] for k in candidates if k in data), None)
-            if value is not None and math.isfinite(value):
+            key = next((k for k in candidates if k in data), None)
+            value = float("nan") if key is not None and data[key] is None else data.get(key)  # orjson writes NaN as null
+            if value is not None and (math.isfinite(value) or name == "pg_loss"):  # a non-finite loss is a collapse
                 record[name] = value
         if val_key is not None and val_key in data:
             record["val_acc"] = data[val_key]

@@ -29,7 +29,7 @@ class MethodSummary:
     seeds: int
     final_acc_mean: float
     final_acc_std: float
-    steps_to_target: list[int | None]  # per seed: first step with val_acc >= the baseline's final mean
+    steps_to_target: list[int | None]  # per seed: first step after the start with val_acc >= the baseline's final mean
     collapses: int
     final_reward: float  # mean reward over the last quarter of steps, seeds averaged
     token_iw_var: float  # mean over steps and seeds (nan when not logged)
@@ -84,7 +84,9 @@ def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
         to_target, collapses, rewards, iw, entropy = [], 0, [], [], []
         for run in seeds.values():
             steps, acc = _series(run, "val_acc")
-            hit = np.nonzero(acc >= target - 1e-9)[0] if math.isfinite(target) else []
+            steps, acc = steps[np.isfinite(acc)], acc[np.isfinite(acc)]
+            # steps after the first update only: step 0 is the shared starting point, not something a method reached
+            hit = np.nonzero((acc >= target - 1e-9) & (steps > steps.min(initial=0)))[0] if math.isfinite(target) else []
             to_target.append(int(steps[hit[0]]) if len(hit) else None)
             losses = [r.get("pg_loss") for r in run if r.get("pg_loss") is not None]
             dropped = len(acc) and acc[-1] < COLLAPSE_FRACTION * acc.max() and acc.max() - acc[-1] >= COLLAPSE_MIN_DROP
@@ -179,7 +181,8 @@ def write_report(records: list[dict], out_dir: str | Path, baseline: str, header
     text = [header, "", table, "",
             f"Collapse: final held-out accuracy below {COLLAPSE_FRACTION:g} x the run's best and at least "
             f"{COLLAPSE_MIN_DROP:g} below it, or a non-finite loss. "
-            f"Steps to target: mean over the seeds that reached {baseline}'s mean final accuracy (how many did).", ""]
+            f"Steps to target: the first evaluation after the start at or above {baseline}'s mean final accuracy, "
+            f"mean over the seeds that reached it (how many did).", ""]
     text += [f"![{p.stem}]({p.name})" for p in images]
     path = out_dir / "summary.md"
     path.write_text("\n".join(text).lstrip() + "\n")

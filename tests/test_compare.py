@@ -1,7 +1,9 @@
 """The comparison tool reads the logs verl itself writes (verl's Tracking: file, tensorboard, console)."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from sspo_verl import compare
@@ -10,11 +12,13 @@ VAL = "val-core/openai/gsm8k/reward/mean@1"
 
 
 def _metrics(step: int, method_offset: float) -> dict:
-    m = {"critic/score/mean": 0.1 * step + method_offset, "actor/entropy": 1.0 / (step + 1), "actor/ppo_kl": 0.01 * step,
-         "actor/grad_norm": 0.5, "actor/pg_clipfrac": 0.02, "actor/pg_loss": -0.1, "response_length/mean": 100.0 + step,
-         "actor/sspo/token_w_mean": 0.9, "timing_s/gen": 3.0}
+    """What verl's trainer logs: numpy scalars for the actor and validation metrics, as reduce_metrics gives."""
+    m = {"critic/score/mean": 0.1 * step + method_offset, "actor/entropy": 1.0 / (step + 1),
+         "actor/ppo_kl": np.float64(0.01 * step), "actor/grad_norm": np.float64(0.5), "actor/pg_clipfrac": np.float32(0.02),
+         "actor/pg_loss": np.float64(-0.1), "response_length/mean": 100.0 + step,
+         "actor/sspo/token_w_mean": np.float64(0.9), "timing_s/gen": 3.0}
     if step % 2 == 0:
-        m[VAL] = 0.4 + 0.05 * step + method_offset
+        m[VAL] = np.float64(0.4 + 0.05 * step + method_offset)
     return m
 
 
@@ -50,12 +54,26 @@ def test_every_verl_log_format_gives_the_same_records(logs):
     runs = {fmt: compare.to_records("sspo", 0, compare.read_log(path)) for fmt, path in logs["sspo_s0"].items()}
     assert len(runs["jsonl"]) == len(runs["console"]) == len(runs["tensorboard"]) == 6
     for a, b, c in zip(runs["jsonl"], runs["console"], runs["tensorboard"]):
-        assert _close(a, b, rel=1e-12)
+        assert _close(a, b, rel=1e-7)  # the console prints float32 values at their own precision
         assert _close(a, c, rel=1e-6)  # tensorboard stores float32
     assert _close(runs["jsonl"][1], {"method": "sspo", "seed": 0, "step": 2, "reward": 0.25, "entropy": 1 / 3,
                                    "ppo_kl": 0.02, "grad_norm": 0.5, "pg_clipfrac": 0.02, "pg_loss": -0.1,
-                                   "response_len": 102.0, "val_acc": 0.55, "sspo/token_w_mean": 0.9}, rel=1e-12)
+                                   "response_len": 102.0, "val_acc": 0.55, "sspo/token_w_mean": 0.9}, rel=1e-7)
     assert "val_acc" not in runs["jsonl"][0]  # step 1 had no validation
+
+
+def test_console_reads_numpy_scalars_and_a_nan_loss_is_kept(tmp_path):
+    from verl.utils.logger.aggregate_logger import concat_dict_to_str
+
+    line = concat_dict_to_str({"actor/pg_loss": np.float64("nan"), VAL: np.float64(0.5), "actor/ppo_kl": np.float32(1e-5),
+                               "critic/score/mean": 0.25}, step=3)
+    path = tmp_path / "main_ppo.log"
+    path.write_text(line + "\n")
+    (record,) = compare.to_records("sspo", 0, compare.read_log(path))
+    assert record["val_acc"] == 0.5 and record["reward"] == 0.25 and record["ppo_kl"] == pytest.approx(1e-5)
+    assert math.isnan(record["pg_loss"])  # kept, so the summary counts the run as collapsed
+    (null,) = compare.to_records("sspo", 0, {3: {"actor/pg_loss": None}})  # orjson's NaN
+    assert math.isnan(null["pg_loss"])
 
 
 def test_wandb_csv_export(tmp_path):

@@ -34,6 +34,13 @@ def test_summary_by_hand():
     assert sspo.final_entropy == pytest.approx(0.8) and sspo.token_iw_var == pytest.approx(0.5)
 
 
+def test_the_starting_point_does_not_count_as_reaching_the_target():
+    # the baseline ends below where everyone started: reaching its final accuracy takes a step after the start
+    records = _run("grpo", 0, [0.4, 0.2, 0.3]) + _run("sspo", 0, [0.4, 0.1, 0.1])
+    base, sspo = summarize(records, "grpo")
+    assert base.steps_to_target == [2] and sspo.steps_to_target == [None]
+
+
 def test_collapse_needs_a_real_drop_and_counts_non_finite_losses():
     noise = _run("a", 0, [0.0, 0.03, 0.01])  # below half its best, but only 0.02 below: evaluation noise
     nan = _run("b", 0, [0.2, 0.3, 0.3], pg_loss=math.nan)

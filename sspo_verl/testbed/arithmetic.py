@@ -66,7 +66,9 @@ class ArithmeticTask:
 
 
 def reward(response: str, answer: int) -> float:
-    """1.0 when `response` (decoded, without EOS) is a list of running totals ending in `answer`, else 0.0."""
+    """1.0 when `response` (decoded, without EOS) is a comma-separated list of numbers ending in `answer`, else 0.0.
+
+    Only the format and the last number are checked, as GSM8K's reward checks only the `####` answer."""
     match = _ANSWER.match(response.strip())
     return float(match is not None and int(match.group(1)) == answer)
 

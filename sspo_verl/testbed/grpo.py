@@ -36,8 +36,10 @@ class RLConfig:
 
     def __post_init__(self):
         batch = self.prompts * self.group_size
-        if self.mini_batches < 1 or batch % self.mini_batches:
-            raise ValueError(f"mini_batches={self.mini_batches} must divide prompts x group_size = {batch}")
+        if self.mini_batches < 1 or self.prompts % self.mini_batches:
+            # verl counts ppo_mini_batch_size in prompts: a group is never split across mini-batches
+            raise ValueError(f"mini_batches={self.mini_batches} must divide prompts={self.prompts} (a mini-batch holds "
+                             f"whole groups of {self.group_size} samples)")
         if self.group_size < 2:
             raise ValueError(f"group_size={self.group_size}: GRPO needs at least 2 samples per prompt")
 
@@ -74,7 +76,7 @@ def importance_weight_metrics(model_output, data) -> dict:
 _RECORD_KEYS = {  # engine metric -> record key, averaged over the M mini-batch steps
     "actor/pg_loss": "pg_loss", "actor/ppo_kl": "ppo_kl", "actor/pg_clipfrac": "pg_clipfrac",
     "grad_norm": "grad_norm", "testbed/token_iw_var": "token_iw_var", "testbed/seq_iw_var": "seq_iw_var",
-}
+}  # note: mini-batch 0 is on-policy (variance 0) and is in the average, as it is in verl's own metrics
 
 
 class GRPOTrainer:
@@ -127,7 +129,9 @@ class GRPOTrainer:
 
         sums: dict[str, float] = {}
         mb = cfg.mini_batch_size
-        for m in range(cfg.mini_batches):  # in order, as verl's actor splits a batch (shuffle off)
+        # in order, as verl's actor splits a batch (actor.shuffle=False); verl's trainer may first reorder the batch
+        # by length (trainer.balance_batch), which the testbed, with its short responses, does not
+        for m in range(cfg.mini_batches):
             rows = slice(m * mb, (m + 1) * mb)
             mini = h.make_batch(prompts[rows], responses[rows], attention[rows], old_log_probs[rows],
                                 advantages[rows], mb)

@@ -69,6 +69,9 @@ def test_bad_arguments_fail_at_parse_time(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--methods", "grpo,ppo"])
     assert "unknown method(s) ppo" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="mini_batches=3 must divide prompts x group_size = 32"):
-        from sspo_verl.testbed.grpo import RLConfig
+    from sspo_verl.testbed.grpo import RLConfig
+
+    with pytest.raises(ValueError, match="mini_batches=3 must divide prompts=8"):
         RLConfig(prompts=8, group_size=4, mini_batches=3)
+    with pytest.raises(ValueError, match="mini_batches=16 must divide prompts=8 .*whole groups"):
+        RLConfig(prompts=8, group_size=4, mini_batches=16)  # 32 samples split in 16 would cut groups in half
