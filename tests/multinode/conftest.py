@@ -25,8 +25,8 @@ PLUGIN_FILES = ("sspo_verl-", "__editable__.sspo_verl-", "__editable___sspo_verl
 
 
 def skip_or_fail(reason: str):
-    """Skip where the machine cannot host the test; in CI (env CI set) that is a failure."""
-    pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    """Skip where the machine cannot host the test; in CI (env CI or SSPO_REQUIRE_MULTINODE set) that is a failure."""
+    pytest.fail(reason) if os.environ.get("CI") or os.environ.get("SSPO_REQUIRE_MULTINODE") else pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
