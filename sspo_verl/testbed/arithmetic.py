@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHARS = "0123456789+-=,"
+HELDOUT_SEED = 1  # the held-out problems: one set for every seed and method
 PAD, EOS = "<pad>", "</s>"
 _ANSWER = re.compile(r"^(?:-?\d+,)*(-?\d+)$")  # running totals, comma-separated; the last is the answer
 
@@ -55,6 +56,9 @@ class ArithmeticTask:
         rng = random.Random(seed)
         return [self.sample(rng) for _ in range(n)]
 
+    def heldout(self, n: int) -> list[Problem]:
+        return self.problems(n, seed=HELDOUT_SEED)
+
     @property
     def max_prompt_chars(self) -> int:
         return self.n_operands * (len(str(self.max_operand)) + 1)
@@ -63,6 +67,11 @@ class ArithmeticTask:
     def max_solution_chars(self) -> int:
         # each running total has at most len(str(n_operands * max_operand)) digits and a sign, plus a comma
         return (self.n_operands - 1) * (len(str(self.n_operands * self.max_operand)) + 2)
+
+    @property
+    def response_len(self) -> int:
+        """Response tokens to sample: the longest solution and its EOS."""
+        return self.max_solution_chars + 1
 
 
 def reward(response: str, answer: int) -> float:

@@ -114,6 +114,11 @@ def rollout_batch(batch_size: int, prompt_len: int, response_len: int, vocab_siz
     return make_batch(prompts, responses, attn, old, advantages, micro_batch_size)
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens (left padding gets 0), as verl and the rollout sampler use them."""
+    return torch.clamp(torch.cumsum(attention_mask, 1) - 1, min=0)
+
+
 def make_batch(prompts: torch.Tensor, responses: torch.Tensor, attention_mask: torch.Tensor,
                old_log_probs: torch.Tensor, advantages: torch.Tensor, micro_batch_size: int,
                calculate_entropy: bool = False):
@@ -129,7 +134,7 @@ def make_batch(prompts: torch.Tensor, responses: torch.Tensor, attention_mask: t
     attn = attention_mask.long()
     td = TensorDict({
         "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
-        "attention_mask": attn, "position_ids": torch.clamp(torch.cumsum(attn, 1) - 1, min=0),
+        "attention_mask": attn, "position_ids": position_ids(attn),
         "response_mask": attn[:, P:].clone(), "old_log_probs": old_log_probs,
         "advantages": advantages.contiguous(),
     }, batch_size=[B])

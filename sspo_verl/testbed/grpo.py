@@ -35,7 +35,6 @@ class RLConfig:
     heldout: int = 256  # held-out problems, greedy decoding
 
     def __post_init__(self):
-        batch = self.prompts * self.group_size
         if self.mini_batches < 1 or self.prompts % self.mini_batches:
             # verl counts ppo_mini_batch_size in prompts: a group is never split across mini-batches
             raise ValueError(f"mini_batches={self.mini_batches} must divide prompts={self.prompts} (a mini-batch holds "
@@ -84,7 +83,7 @@ class GRPOTrainer:
 
     def __init__(self, method: str, seed: int, checkpoint: str | Path, task: ArithmeticTask, cfg: RLConfig,
                  device: str = "cpu", **method_overrides):
-        self.method, self.seed, self.task, self.cfg, self.device = method, seed, task, cfg, device
+        self.method, self.seed, self.cfg, self.device = method, seed, cfg, device
         settings = actor_settings(method, **method_overrides)
         torch.manual_seed(seed)
         self.engine = h.make_engine(checkpoint, micro_batch_size=cfg.mini_batch_size, lr=cfg.lr)
@@ -93,8 +92,8 @@ class GRPOTrainer:
         self.rollout = pol.load_policy(checkpoint, device)
         self.tokenizer = self.engine.model_config.tokenizer
         self.prompt_len = task.max_prompt_chars
-        self.response_len = task.max_solution_chars + 1  # + EOS
-        self.heldout = task.problems(cfg.heldout, seed=1)  # one held-out set for every seed and method
+        self.response_len = task.response_len
+        self.heldout = task.heldout(cfg.heldout)
         self.train_stream = task.problems(cfg.steps * cfg.prompts, seed=100 + seed)  # same prompts for every method
         self.samples = 0
 
@@ -169,4 +168,4 @@ class GRPOTrainer:
     def _sync_rollout(self) -> None:
         """Load the engine's current weights into the rollout copy (verl's actor -> rollout weight sync)."""
         gen, _ = self.engine.get_per_tensor_param()
-        self.rollout.load_state_dict({name: t.to(self.device) for name, t in gen}, strict=False)
+        self.rollout.load_state_dict({name: t.to(self.device) for name, t in gen})

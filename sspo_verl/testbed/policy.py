@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from .arithmetic import ArithmeticTask, Problem, reward
+from .cpu_harness import position_ids
 
-MODEL_SIZES = {  # Qwen2 architecture; "small" ~0.4M parameters (CPU), "medium" ~10M (GPU)
+MODEL_SIZES = {  # Qwen2 architecture; "small" 0.31M parameters (CPU), "medium" ~10M (GPU)
     "small": dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=2),
     "medium": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
@@ -63,10 +64,6 @@ def encode_solutions(tokenizer, solutions: list[str], response_len: int) -> tupl
         ids[i, : len(tok)] = torch.tensor(tok)
         mask[i, : len(tok)] = 1
     return ids, mask
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(torch.cumsum(attention_mask, 1) - 1, min=0)
 
 
 @torch.no_grad()
@@ -141,14 +138,13 @@ def cold_start(model, tokenizer, task: ArithmeticTask, steps: int, batch_size: i
     on GSM8K (greedy accuracy about 0.4 and sampled accuracy about 0.25 with the defaults)."""
     device = next(model.parameters()).device
     problems = task.problems(steps * batch_size, seed=10_000 + seed)  # disjoint from RL and held-out streams
-    solutions = [p.solution for p in problems]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
     model.train()
     for step in range(steps):
         chunk = problems[step * batch_size:(step + 1) * batch_size]
         p_ids, p_mask = encode_prompts(tokenizer, chunk, prompt_len)
-        r_ids, r_mask = encode_solutions(tokenizer, solutions[step * batch_size:(step + 1) * batch_size], response_len)
+        r_ids, r_mask = encode_solutions(tokenizer, [p.solution for p in chunk], response_len)
         ids, mask = torch.cat([p_ids, r_ids], 1).to(device), torch.cat([p_mask, r_mask], 1).to(device)  # (B, P+R)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits  # (B, P+R, V)
         # the token at P+t is predicted from position P+t-1

@@ -29,7 +29,9 @@ def loss_settings(loss_mode: str, overrides: list[str]) -> dict:
     """The actor's loss keys: from a recipe's Hydra overrides when given (the multi-node payload), else
     `loss_mode` with tau 1.0 / 1.05 (and the harness's seq-mean-token-mean)."""
     if not overrides:
-        return {"loss_mode": loss_mode, "tau_pos": 1.0, "tau_neg": 1.05}
+        from sspo_verl.methods import TAU_NEG, TAU_POS
+
+        return {"loss_mode": loss_mode, "tau_pos": TAU_POS, "tau_neg": TAU_NEG}
     from sspo_verl.preflight import settings_from_overrides
 
     s = settings_from_overrides(overrides)

@@ -103,10 +103,9 @@ def cold_start_checkpoint(args, task, seed: int, path: Path) -> dict:
     model = pol.load_policy(path, args.device)
     t0 = time.perf_counter()
     pol.cold_start(model, tokenizer, task, args.sft_steps, args.sft_batch, lr=3e-3, seed=seed,
-                   prompt_len=task.max_prompt_chars, response_len=task.max_solution_chars + 1)
+                   prompt_len=task.max_prompt_chars, response_len=task.response_len)
     model.save_pretrained(path)
-    acc = pol.accuracy(model, tokenizer, task.problems(args.heldout, seed=1), task.max_prompt_chars,
-                       task.max_solution_chars + 1)
+    acc = pol.accuracy(model, tokenizer, task.heldout(args.heldout), task.max_prompt_chars, task.response_len)
     return {"seed": seed, "sft_heldout_acc": acc, "sft_s": time.perf_counter() - t0,
             "parameters": sum(p.numel() for p in model.parameters())}
 

@@ -21,7 +21,7 @@ def checkpoint(tmp_path_factory):
     tok = build_tokenizer()
     model = pol.load_policy(pol.make_policy(path, tok, "small", seed=0))
     pol.cold_start(model, tok, TASK, steps=60, batch_size=48, lr=3e-3, seed=0,
-                   prompt_len=TASK.max_prompt_chars, response_len=TASK.max_solution_chars + 1)
+                   prompt_len=TASK.max_prompt_chars, response_len=TASK.response_len)
     model.save_pretrained(path)
     return path
 

@@ -7,7 +7,7 @@ from sspo_verl.testbed import policy as pol
 from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer
 
 TASK = ArithmeticTask(n_operands=2, max_operand=9)
-P, R = TASK.max_prompt_chars, TASK.max_solution_chars + 1
+P, R = TASK.max_prompt_chars, TASK.response_len
 
 
 def _model(tmp_path, seed=0):

@@ -58,7 +58,7 @@ def test_learning_happens(two_runs, tmp_path):
     random_policy = pol.load_policy(pol.make_policy(tmp_path, tok, args.model_size, seed=0))
     problems = [p for p in task.problems(args.prompts, seed=100) for _ in range(args.group_size)]
     ids, mask = pol.encode_prompts(tok, problems, task.max_prompt_chars)
-    resp, resp_mask = pol.sample(random_policy, ids, mask, task.max_solution_chars + 1, tok.eos_token_id,
+    resp, resp_mask = pol.sample(random_policy, ids, mask, task.response_len, tok.eos_token_id,
                                  tok.pad_token_id, generator=torch.Generator().manual_seed(0))
     random_reward = pol.rewards_of(tok, problems, resp, resp_mask).mean().item()
     rl_reward = [r["reward"] for r in _records(two_runs[0]) if r["step"] == 1]
