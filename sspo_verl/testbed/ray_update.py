@@ -49,8 +49,12 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="a recipe's Hydra overrides: their loss settings replace "
                         "--loss-mode and the default tau 1.0 / 1.05 and seq-mean-token-mean")
     args = parser.parse_args(argv)
-    if args.address is None:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before `import ray`: bind loopback only
+    if args.address is None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        # a local Ray must bind loopback only, which Ray decides at `import ray`; importing sspo_verl (the package
+        # of this module) has imported it already, so start again with the variable set
+        os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.testbed.ray_update",
+                                    *(sys.argv[1:] if argv is None else argv)],
+                   {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
 
     import ray
 
