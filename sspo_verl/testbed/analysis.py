@@ -107,3 +107,21 @@ def drift_table(records: list[dict]) -> str:
             cells = [f"{v:.3g}" for v in values] + [""] * (width - len(values))
             lines.append(f"| {method}{f' [{knob}]' if knob else ''} | {m} | {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+PHASES = ("eval", "sample", "reward", "old_log_prob", "update", "sync")  # grpo.GRPOTrainer.step's time_<phase>
+
+
+def time_table(records: list[dict]) -> str:
+    """Markdown: where a step spends its time, per M (mean seconds per step over every run's steps)."""
+    by_m: dict = defaultdict(list)
+    for r in records:
+        if "time_s" in r:
+            by_m[r.get("mini_batches", 0)].append(r)
+    lines = ["| M | steps | " + " | ".join(PHASES) + " | total s/step |", "|---|---|" + "---|" * (len(PHASES) + 1)]
+    for m, steps in sorted(by_m.items()):
+        total = np.mean([r["time_s"] for r in steps])
+        cells = [f"{np.mean([r.get(f'time_{p}', 0.0) for r in steps]):.3f} "
+                 f"({100 * np.mean([r.get(f'time_{p}', 0.0) for r in steps]) / total:.0f}%)" for p in PHASES]
+        lines.append(f"| {m} | {len(steps)} | " + " | ".join(cells) + f" | {total:.3f} |")
+    return "\n".join(lines)

@@ -119,6 +119,22 @@ DRIFT_KEYS = ("abs_log_ratio", "ppo_kl", "pg_clipfrac", "w_below_half", "outside
 CLIP_METHODS = ("vanilla", "gspo", "geo_mean")  # loss modes whose pg_clipfrac is a hard clip's
 
 
+class _PhaseClock:
+    """Seconds spent in each phase of a step (the testbed's profile: time_<phase> in every record)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = self.laps.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return self._last - self._start
+
+
 class GRPOTrainer:
     """One method, one seed: a verl engine started from the cold-start checkpoint, stepped by `step()`."""
 
@@ -157,10 +173,11 @@ class GRPOTrainer:
     def step(self, k: int) -> dict:
         """Rollout batch k and its M updates. Returns the step's record (metrics averaged over mini-batches)."""
         cfg, tok = self.cfg, self.tokenizer
-        t0 = time.perf_counter()
+        clock = _PhaseClock()
         record = {"method": self.method, "seed": self.seed, "step": k, "lr": self._lr()}
         if k % cfg.eval_every == 0:
             record.update(val_acc=self.evaluate("val"), test_acc=self.evaluate("test"))
+        clock.lap("eval")
 
         problems = [p for p in self.train_stream[k * cfg.prompts:(k + 1) * cfg.prompts] for _ in range(cfg.group_size)]
         prompts, prompt_mask = pol.encode_prompts(tok, problems, self.prompt_len)  # (B, P)
@@ -169,8 +186,10 @@ class GRPOTrainer:
         responses, response_mask = pol.sample(self.rollout, prompts.to(self.device), prompt_mask.to(self.device),
                                               self.response_len, tok.eos_token_id, tok.pad_token_id, generator=gen)
         responses, response_mask = responses.cpu(), response_mask.cpu()  # (B, R)
+        clock.lap("sample")
         scores = pol.rewards_of(tok, problems, responses, response_mask)  # (B,)
         advantages = self._advantages(scores, response_mask)  # (B, R)
+        clock.lap("reward")
 
         attention = torch.cat([prompt_mask, response_mask], 1)  # (B, P + R)
         # the whole batch in one forward (verl sizes this pass by log_prob_micro_batch_size, apart from training's)
@@ -179,6 +198,7 @@ class GRPOTrainer:
         mask = response_mask.bool()
         record.update(reward=scores.mean().item(), entropy=entropy[mask].mean().item(),
                       response_len=response_mask.sum(1).float().mean().item())
+        clock.lap("old_log_prob")
 
         per_mb: dict[str, list[float]] = {}
         mb = cfg.mini_batch_size
@@ -193,6 +213,7 @@ class GRPOTrainer:
                 key = _RECORD_KEYS.get(name) or (name.removeprefix("actor/") if name.startswith("actor/sspo/") else None)
                 if key is not None:
                     per_mb.setdefault(key, []).append(_value(metric))
+        clock.lap("update")
         if not self._hard_clip:
             per_mb.pop("pg_clipfrac", None)  # sapo and sspo report 0: they have no hard clip
         record.update({key: float(np.mean(v)) for key, v in per_mb.items()})
@@ -200,8 +221,9 @@ class GRPOTrainer:
         record.update({f"{key}_mb": per_mb[key] for key in DRIFT_KEYS if key in per_mb})
         self.engine.lr_scheduler_step()  # once per rollout batch, as verl's worker does
         self._sync_rollout()
+        clock.lap("sync")
         self.samples += len(problems)
-        record.update(samples=self.samples, time_s=time.perf_counter() - t0)
+        record.update(samples=self.samples, time_s=clock.total(), **{f"time_{k}": v for k, v in clock.laps.items()})
         return record
 
     def final_record(self) -> dict:
