@@ -86,3 +86,31 @@ def test_the_main_job_runs_at_the_committed_choice():
     committed = json.loads((ROOT / "docs" / "results" / "sweep-cpu" / "chosen.json").read_text())
     assert {m: (c["label"], c["knob"]) for m, c in committed.items()} == \
         {m: (label, knob) for m, (label, knob) in sweep.CHOSEN.items()}
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_end_to_end(tmp_path):
+    """The real path on a tiny grid: M = 1 runs shared exactly, the choice, the tables and the three figures."""
+    import gzip
+
+    out = tmp_path / "sweep"
+    assert sweep.main(["--methods", "grpo_dapo,sspo", "--mini-batches", "1,2", "--seeds", "1", "--steps", "2",
+                       "--heldout", "16", "--sft-steps", "10", "--prompts", "8", "--group-size", "4", "--workers", "1",
+                       "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["runs_executed"] == 1 + 1 + 3 + 4 and config["runs_shared_at_m1"] == 2 + 3
+    assert config["runs_not_shared"] == 0 and config["cpu_s"] > 0
+    rows = json.loads((out / "runs.json").read_text())
+    assert len(rows) == 2 * (3 + 4)
+    shared = [r for r in rows if r["shared_from"]]
+    assert len(shared) == 5 and all(r["mini_batches"] == 1 and r["wall_s"] == 0.0 for r in shared)
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert set(chosen) == {"grpo_dapo", "sspo"}
+    with gzip.open(out / "metrics.jsonl.gz", "rt") as f:
+        records = [json.loads(line) for line in f]
+    assert {(r["method"], r["knob"], r["mini_batches"]) for r in records if r["step"] == 0} == \
+        {(r["method"], r["label"], r["mini_batches"]) for r in rows}
+    summary = (out / "summary.md").read_text()
+    assert "## Best vs best" in summary and "## Where a step spends its time" in summary
+    for name in ("central.png", "robustness.png", "drift.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
