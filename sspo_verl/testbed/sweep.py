@@ -48,7 +48,17 @@ DRIFT_MAP_LRS = (1e-5, 3e-5, 1e-4, 3e-4)
 
 # The knob each method runs at in the main job (python -m sspo_verl.testbed): the sweep's choice on val, from
 # docs/results/sweep-cpu/chosen.json (a test keeps the two equal). label -> actor overrides.
-CHOSEN: dict[str, tuple[str, dict]] = {}
+CHOSEN: dict[str, tuple[str, dict]] = {
+    "grpo_dapo": ("clip 0.1/0.14", {"clip_ratio_low": 0.1, "clip_ratio_high": 0.14}),
+    "gmpo": ("clip 0.2/0.2", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio": 0.2}),
+    "gspo": ("clip 0.0006/0.0008", {"clip_ratio_low": 0.0006, "clip_ratio_high": 0.0008}),
+    "sapo": ("tau 12.6/17.6", {"tau_pos": 12.591051243136327, "tau_neg": 17.62747174039086}),
+    "sspo": ("tau 8.1/8.96", {"tau_pos": 8.101755523850889, "tau_neg": 8.962840235449098}),
+    "sspo_sigmoid": ("tau 3.57/3.95", {"tau_pos": 3.5703366636059273, "tau_neg": 3.949805324100429}),
+    "sspo_erf": ("tau 1.69/1.87", {"tau_pos": 1.6862884799636013, "tau_neg": 1.865513491773223}),
+    "sspo_softsign": ("tau 1.68/1.86 (calibrated to 0.2/0.28)",
+                      {"tau_pos": 1.677928508505089, "tau_neg": 1.856264991453141}),
+}
 
 
 def knob_grid(method: str) -> list[tuple[str, dict, float]]:
@@ -208,7 +218,7 @@ def plot(rows: list[dict], results: dict, chosen: dict, methods: list[str], mini
     # robustness: test final accuracy vs the knob's trust-region width, one line per M
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(methods) / cols), cols, figsize=(16, 3.6 * math.ceil(len(methods) / cols)),
-                             squeeze=False)
+                             squeeze=False, sharey=True)
     for ax, method in zip(axes.flat, methods):
         grid = sorted(knob_grid(method), key=lambda g: g[2])
         for m in mini_batches:
@@ -295,6 +305,8 @@ def parse_args(argv=None):
     p.add_argument("--drift-map", action="store_true",
                    help=f"instead: grpo_dapo at lr {DRIFT_MAP_LRS} x the M values, --seeds seeds: the drift per "
                         f"mini-batch index and the clip fraction (LLM-like < 1%%, stressed > 10%%)")
+    p.add_argument("--report", action="store_true",
+                   help="only rebuild summary.md, chosen.json and the figures of the finished run in --out")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -311,6 +323,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        report(Path(args.out), *load(Path(args.out)))
+        return 0
     from . import jobs
     from .arithmetic import ArithmeticTask
     from .grpo import RLConfig
@@ -363,6 +378,12 @@ def main(argv=None) -> int:
     rows = run_measures(dict(ordered))
     (out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    report(out, dict(ordered), rows, config, args)
+    return 0
+
+
+def report(out: Path, results: dict, rows: list[dict], config: dict, args) -> None:
+    """summary.md (and, for a sweep, chosen.json and the figures) from a finished run's results."""
     if args.drift_map:
         text = drift_map_summary(results, config, args)
     else:
@@ -372,7 +393,48 @@ def main(argv=None) -> int:
         text = sweep_summary(rows, results, chosen, config, args)
     (out / "summary.md").write_text(text)
     print(text, flush=True)
-    return 0
+
+
+def load(out: Path) -> tuple[dict, list[dict], dict, argparse.Namespace]:
+    """(results, rows, config, args) of a finished run folder, to rebuild its report (--report)."""
+    from .jobs import Run
+
+    config = json.loads((out / "config.json").read_text())
+    rows = json.loads((out / "runs.json").read_text())
+    args = parse_args([a for a in config["argv"] if a != "--report"] + ["--out", str(out)])
+    knobs = {(m, label): tuple(knob.items()) for m in args.methods for label, knob, _ in knob_grid(m)}
+    results: dict = {}
+    row_of = {(r["method"], r["label"], r["mini_batches"], r["seed"], r["lr"]): r for r in rows}
+    with gzip.open(out / "metrics.jsonl.gz", "rt") as f:
+        for line in f:
+            rec = json.loads(line)
+            lr = None if not args.drift_map else rec["lr_setting"]
+            run = Run(rec["method"], rec["seed"], rec["mini_batches"], () if args.drift_map else
+                      knobs[(rec["method"], rec["knob"])], rec["knob"], lr)
+            row = row_of[(run.method, run.label, run.mini_batches, run.seed, run.lr)]
+            results.setdefault(run, {"records": [], "wall_s": row["wall_s"], "shared_from": row["shared_from"]})
+            results[run]["records"].append(rec)
+    return results, rows, config, args
+
+
+def paired_table(rows: list[dict], chosen: dict, baseline: str, mini_batches) -> str:
+    """Markdown, test split: each method at its chosen knob minus the baseline at its own, seed by seed (same cold
+    start, same first rollout batch): mean [min, max] over seeds, and in how many seeds the method was ahead."""
+    def finals(method, m):
+        return {r["seed"]: r["test_final"] for r in rows if r["method"] == method
+                and r["label"] == chosen[method]["label"] and r["mini_batches"] == m}
+
+    lines = [f"| method | " + " | ".join(f"M={m}" for m in mini_batches) + " |", "|---|" + "---|" * len(mini_batches)]
+    for method in chosen:
+        if method == baseline:
+            continue
+        cells = []
+        for m in mini_batches:
+            mine, base = finals(method, m), finals(baseline, m)
+            d = np.array([mine[s] - base[s] for s in sorted(mine) if s in base])
+            cells.append(f"{d.mean():+.3f} [{d.min():+.3f}, {d.max():+.3f}] {int((d > 0).sum())}/{len(d)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _wall(config: dict) -> str:
@@ -405,6 +467,10 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         "## Best vs best (test split, mean ± std over seeds)", "",
         best_vs_best_table(rows, chosen, args.mini_batches), "",
         "![central](central.png)", "",
+        "The spread over seeds is mostly the cold start's (each seed has its own). Paired by seed, against "
+        f"{args.methods[0]} at its chosen knob: mean [min, max] of the difference in final test accuracy, and the "
+        "seeds in which the method was ahead.", "",
+        paired_table(rows, chosen, args.methods[0], [m for m in args.mini_batches if m > 1]), "",
         "## Every knob (final accuracy, mean over seeds)", "", "### val (where the knob is chosen)", "",
         knob_table(rows, args.methods, args.mini_batches, "val"), "", "### test", "",
         knob_table(rows, args.methods, args.mini_batches, "test"), "",
