@@ -44,7 +44,7 @@ WIDTH_FACTORS = (0.5, 1.0, 2.0)  # trust-region width vs the reference: clip x f
 REFERENCE_CLIP = (0.2, 0.28)  # the clip the temperatures are calibrated to (DAPO's)
 SAPO_DEFAULT = {"tau_pos": 1.0, "tau_neg": 1.05}
 NOT_SHARED_AT_M1 = {"sapo"}  # see the module docstring
-DRIFT_MAP_LRS = (1e-5, 3e-5, 1e-4, 3e-4)
+DRIFT_MAP_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 # The knob each method runs at in the main job (python -m sspo_verl.testbed): the sweep's choice on val, from
 # docs/results/sweep-cpu/chosen.json (a test keeps the two equal). label -> actor overrides.
@@ -487,27 +487,35 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
 def drift_map_summary(results, config, args) -> str:
     from .analysis import drift_by_index, measure
 
-    lines = [f"# Drift map: grpo_dapo (clip 0.2/0.28) at lr x M, {args.seeds} seed(s), {args.steps} steps", "",
-             f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`; {_wall(config)}.", "",
-             "Per cell: hard-clip fraction (verl's pg_clipfrac, mean over the mini-batches of all steps) | mean |log r| "
-             "| ppo_kl | at the last mini-batch index: clip fraction | final val accuracy (cold start "
-             f"{np.mean([c['val_acc'] for c in config['cold_start']]):.3f}). LLM-like: clip fraction under 1%; "
-             "stressed: over 10%.", "",
-             "| lr | " + " | ".join(f"M={m}" for m in args.mini_batches) + " |",
-             "|---|" + "---|" * len(args.mini_batches)]
-    for lr in DRIFT_MAP_LRS:
-        cells = []
+    def cells(lr, fn):
+        out = []
         for m in args.mini_batches:
             runs = {run.seed: res["records"] for run, res in results.items() if run.lr == lr and run.mini_batches == m}
-            steps = [r for recs in runs.values() for r in recs if "pg_clipfrac" in r]
-            drift = drift_by_index(runs)
-            final = np.mean([measure(recs).final for recs in runs.values()])
-            cells.append(f"{100 * np.mean([r['pg_clipfrac'] for r in steps]):.2f}% \\| "
-                         f"{np.mean([r['abs_log_ratio'] for r in steps]):.3f} \\| "
-                         f"{np.mean([r['ppo_kl'] for r in steps]):.4f} \\| last {100 * drift['pg_clipfrac'][-1]:.1f}% "
-                         f"\\| {final:.3f}")
-        lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            out.append(fn(runs))
+        return f"| {lr:g} | " + " | ".join(out) + " |"
+
+    def steps(runs):
+        return [r for recs in runs.values() for r in recs if "pg_clipfrac" in r]
+
+    measures = [
+        ("hard-clip fraction, mean over all mini-batches (verl's pg_clipfrac)",
+         lambda runs: f"{100 * np.mean([r['pg_clipfrac'] for r in steps(runs)]):.2f}%"),
+        ("hard-clip fraction at the last mini-batch index (k = M - 1)",
+         lambda runs: f"{100 * drift_by_index(runs)['pg_clipfrac'][-1]:.2f}%"),
+        ("mean abs(log r) over all mini-batches", lambda runs: f"{np.mean([r['abs_log_ratio'] for r in steps(runs)]):.3f}"),
+        ("ppo_kl, mean over all mini-batches", lambda runs: f"{np.mean([r['ppo_kl'] for r in steps(runs)]):.4f}"),
+        (f"final val accuracy (cold start {np.mean([c['val_acc'] for c in config['cold_start']]):.3f})",
+         lambda runs: f"{np.mean([measure(recs).final for recs in runs.values()]):.3f}"),
+    ]
+    lrs = sorted({run.lr for run in results})
+    lines = [f"# Drift map: grpo_dapo (clip 0.2/0.28) at lr x M, {args.seeds} seed(s), {args.steps} steps", "",
+             f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`; {_wall(config)}.", "",
+             "LLM-like: a clip fraction under 1% (verl's reports for GRPO 0.2/0.28 with 4 mini-batches: about 0.03%); "
+             "stressed: over 10%.", ""]
+    for title, fn in measures:
+        lines += [f"## {title}", "", "| lr | " + " | ".join(f"M={m}" for m in args.mini_batches) + " |",
+                  "|---|" + "---|" * len(args.mini_batches)] + [cells(lr, fn) for lr in lrs] + [""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
