@@ -500,6 +500,8 @@ def drift_map_summary(results, config, args) -> str:
     measures = [
         ("hard-clip fraction, mean over all mini-batches (verl's pg_clipfrac)",
          lambda runs: f"{100 * np.mean([r['pg_clipfrac'] for r in steps(runs)]):.2f}%"),
+        ("hard-clip fraction of the most clipped rollout batch (its mean over the M mini-batches)",
+         lambda runs: f"{100 * max(r['pg_clipfrac'] for r in steps(runs)):.1f}%"),
         ("hard-clip fraction at the last mini-batch index (k = M - 1)",
          lambda runs: f"{100 * drift_by_index(runs)['pg_clipfrac'][-1]:.2f}%"),
         ("mean abs(log r) over all mini-batches", lambda runs: f"{np.mean([r['abs_log_ratio'] for r in steps(runs)]):.3f}"),
@@ -511,7 +513,9 @@ def drift_map_summary(results, config, args) -> str:
     lines = [f"# Drift map: grpo_dapo (clip 0.2/0.28) at lr x M, {args.seeds} seed(s), {args.steps} steps", "",
              f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`; {_wall(config)}.", "",
              "LLM-like: a clip fraction under 1% (verl's reports for GRPO 0.2/0.28 with 4 mini-batches: about 0.03%); "
-             "stressed: over 10%.", ""]
+             "stressed: over 10%. The first rollout batch trains at lr 0 (verl's warm-up starts there). Where the "
+             "policy collapses (lr >= 3e-4), its groups stop having mixed rewards, their advantages are 0 and nothing "
+             "is clipped: the time-averaged clip fraction falls again while |log r| keeps growing.", ""]
     for title, fn in measures:
         lines += [f"## {title}", "", "| lr | " + " | ".join(f"M={m}" for m in args.mini_batches) + " |",
                   "|---|" + "---|" * len(args.mini_batches)] + [cells(lr, fn) for lr in lrs] + [""]
