@@ -19,6 +19,7 @@ setup(
         "test": ["pytest>=7", "verl[verl-core]>=0.9.1,<0.10", "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
         "gpu": ["vllm", "flash-attn"],
     },
-    # `import verl` loads this entry point in every process (driver and Ray workers) -> loss modes registered.
-    entry_points={"verl.plugins": ["sspo = sspo_verl"]},
+    # `import verl` loads this entry point in every process (driver and Ray workers): importing sspo_verl.plugin
+    # registers the loss modes. It names the module, not the package, so that `import sspo_verl` stays light.
+    entry_points={"verl.plugins": ["sspo = sspo_verl.plugin"]},
 )

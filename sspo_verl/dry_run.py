@@ -34,7 +34,7 @@ def check(overrides: list[str]) -> list[str]:
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
     from verl.utils.config import omega_conf_to_dataclass
 
-    import sspo_verl  # noqa: F401  (the entry point loads it too; explicit so a broken install fails here)
+    import sspo_verl.plugin  # noqa: F401  (the entry point loads it too; explicit so a broken install fails here)
 
     cfg = compose(overrides)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)  # verl's checks + SSPO's (tau, gate)

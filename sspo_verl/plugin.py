@@ -23,11 +23,17 @@ import os
 from importlib import metadata
 from typing import Any, Optional
 
-import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
-from verl.workers.config import ActorConfig, PolicyLossConfig
+
+from . import missing_dependency
+
+try:
+    import torch
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
+    from verl.workers.config import ActorConfig, PolicyLossConfig
+except ModuleNotFoundError as exc:  # say what to install, not just the missing name
+    raise missing_dependency(exc) from exc
 
 from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
@@ -260,3 +266,7 @@ def register_loss_modes() -> list[str]:
         )
         raise
     return registered_loss_modes()
+
+
+# verl's entry point (`sspo = sspo_verl.plugin`) imports this module in every process: register on import.
+LOSS_MODES = register_loss_modes()
