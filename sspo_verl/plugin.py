@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from importlib import metadata
 from typing import Any, Optional
 
@@ -197,7 +198,10 @@ def registered_loss_modes() -> list[str]:
     return [m for m in POLICY_LOSS_REGISTRY if gate_for_loss_mode(m) is not None]
 
 
-def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
+GATE_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: bool = False) -> str:
     """Add a gate of your own; its requirements are checked numerically; returns its loss mode `sspo_<name>`.
 
     log_g(x, tau) and weight(x, tau) are elementwise torch functions of x = log r (weight = d log_g / dx);
@@ -206,14 +210,25 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
         sspo_verl.register_gate("algebraic", lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),
                                 lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)
 
+    `name` is lowercase letters, digits and `_`. A gate that exists already (built-in or yours) is only replaced
+    with replace=True; replacing the default gate (arctan) replaces `sspo` too, so the two modes stay one loss.
     Ray workers need the registration too: call it in a module they import
     (actor_rollout_ref.model.external_lib=<that module>).
     """
+    if not isinstance(name, str) or not GATE_NAME.fullmatch(name):
+        raise ValueError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
+                         f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
+    mode = loss_mode_for(name)
+    if name in GATES and not replace:
+        modes = [mode] + ([LOSS_MODE_PREFIX] if name == DEFAULT_GATE else [])
+        raise ValueError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
+                         f"name, or pass replace=True to replace it.")
     gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
     check_gate(gate)
     GATES[name] = gate
-    mode = loss_mode_for(name)
     register_policy_loss(mode)(make_policy_loss(name))
+    if name == DEFAULT_GATE:
+        register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(name, LOSS_MODE_PREFIX))
     return mode
 
 

@@ -239,3 +239,45 @@ def test_user_gate_that_breaks_a_requirement_is_not_registered():
     with pytest.raises(ValueError, match=r"\(ii\) g'\(1\) = 1"):
         sspo_verl.register_gate("steep", lambda x, t: 2 * torch.tanh(x), lambda x, t: 2 / torch.cosh(x) ** 2, lambda t: 2.0)
     assert "sspo_steep" not in POLICY_LOSS_REGISTRY and "steep" not in GATES
+
+
+ALGEBRAIC = (lambda x, t: x / torch.sqrt(1 + (t * x) ** 2), lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)
+
+
+def test_a_registered_gate_is_not_replaced_silently():
+    before = POLICY_LOSS_REGISTRY["sspo_arctan"], POLICY_LOSS_REGISTRY["sspo"], GATES["arctan"]
+    with pytest.raises(ValueError, match=r"'arctan' is already registered \(loss modes sspo_arctan, sspo\).*replace=True"):
+        sspo_verl.register_gate("arctan", *ALGEBRAIC)
+    assert (POLICY_LOSS_REGISTRY["sspo_arctan"], POLICY_LOSS_REGISTRY["sspo"], GATES["arctan"]) == before
+
+
+def test_replacing_the_default_gate_keeps_sspo_and_sspo_arctan_one_loss():
+    original = GATES["arctan"]
+    batch = random_batch(B=6, T=7, seed=31, scale=1.2)
+    try:
+        assert sspo_verl.register_gate("arctan", *ALGEBRAIC, replace=True) == "sspo_arctan"
+        losses = {mode: call_loss(mode, batch, actor_config(mode))[0].item() for mode in ("sspo", "sspo_arctan")}
+        assert losses["sspo"] == losses["sspo_arctan"]
+        assert losses["sspo"] != pytest.approx(call_loss("sspo_erf", batch, actor_config("sspo_erf"))[0].item())
+    finally:
+        sspo_verl.register_gate("arctan", original.log_g, original.weight, original.bound, original.formula,
+                                replace=True)
+        GATES["arctan"] = original  # the very object, so the fused kernel applies again
+        plugin.register_loss_modes()
+    reference = call_loss("sspo", batch, actor_config("sspo"))[0].item()
+    assert reference == pytest.approx(call_loss("sspo_arctan", batch, actor_config("sspo_arctan"))[0].item())
+    assert reference != pytest.approx(losses["sspo"])
+
+
+@pytest.mark.parametrize("name", ["bad name!", "", "Arctan", "my-gate", "gate.v2", None])
+def test_gate_names_are_identifiers(name):
+    with pytest.raises(ValueError, match=r"lowercase letters, digits and '_' only"):
+        sspo_verl.register_gate(name, *ALGEBRAIC)
+    assert not [m for m in POLICY_LOSS_REGISTRY if m.startswith("sspo_") and m[5:] not in GATES]
+
+
+def test_a_gate_that_ignores_tau_is_refused():
+    with pytest.raises(ValueError, match=r"\(v\) w does not depend on tau"):
+        sspo_verl.register_gate("untempered", lambda x, t: torch.atan(x) + 0 * t, lambda x, t: 1 / (1 + x**2) + 0 * t,
+                                lambda t: math.pi / 2)
+    assert "untempered" not in GATES and "sspo_untempered" not in POLICY_LOSS_REGISTRY
