@@ -1,15 +1,14 @@
 """The verifier pool's time bound and failure handling, with stand-in workers that misbehave on purpose."""
 
 import os
-import signal
 import sys
 import threading
-import time
 
 import pytest
 
+from sspo_verl.rewards import verifier_pool
 from sspo_verl.rewards.errors import RewardSetupError
-from sspo_verl.rewards.verifier_pool import HARD_GRACE_S, VerifierPool
+from sspo_verl.rewards.verifier_pool import VerifierPool
 
 # A worker whose check does what the request says: answer, sleep (interruptible), hang with SIGALRM blocked
 # (like C code the soft timer cannot interrupt), raise, or exit.
@@ -60,18 +59,16 @@ def test_soft_timeout_keeps_the_worker():
         pool.close()
 
 
-def test_a_worker_stuck_past_the_hard_bound_is_killed_and_replaced():
+def test_a_worker_stuck_past_the_hard_bound_is_killed_and_replaced(monkeypatch):
+    monkeypatch.setattr(verifier_pool, "HARD_GRACE_S", 0.5)
     pool = _pool()
     try:
         pid = pool.check({"op": "ok"})["pid"]
-        start = time.monotonic()
-        assert pool.check({"op": "hang"}) == {"timeout": True, "killed": True}
-        assert time.monotonic() - start < 30  # bounded by budget + HARD_GRACE_S, not by the 60 s hang
+        assert pool.check({"op": "hang"}) == {"timeout": True, "killed": True}  # not its reply after the 60 s
         assert pool.killed == 1 and _gone(pid)
         assert pool.check({"op": "ok"})["pid"] != pid and pool.alive() == 1
     finally:
         pool.close()
-    assert HARD_GRACE_S > 0
 
 
 def test_errors_and_deaths_are_reported_not_hidden():
