@@ -3,8 +3,9 @@
 #   bash tools/gpu_testbed/run.sh WHEEL_DIR OUT_DIR [more testbed arguments]
 # WHEEL_DIR holds the wheels of tools/gpu_testbed/requirements.txt for that machine's Python (download_wheels.sh,
 # where a package index is reachable). They are unpacked into a temporary folder on PYTHONPATH (no pip needed, the
-# machine's Python is left as it is); stubs/ stands in for ray and datasets, which verl imports and the testbed never
-# uses. Writes OUT_DIR/env.txt (versions, device) and OUT_DIR/cuda (the run folder).
+# machine's Python is left as it is). verl imports ray and datasets when it is imported, though the testbed never
+# starts Ray or loads a dataset: the machine needs them installed (Ray's wheel, 79 MB, is too big to travel in
+# WHEEL_DIR here). Writes OUT_DIR/env.txt (versions, device) and OUT_DIR/cuda (the run folder).
 set -euo pipefail
 wheels="$1" out="$2"; shift 2
 PY="${PYTHON:-python3}"
@@ -13,7 +14,12 @@ root="$(cd "$here/../.." && pwd)"
 site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 for wheel in "$wheels"/*.whl; do "$PY" -m zipfile -e "$wheel" "$site"; done  # a wheel is a zip of its files
-export PYTHONPATH="$here/stubs:$site:$root${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$site:$root${PYTHONPATH:+:$PYTHONPATH}"
+for module in ray datasets; do
+  "$PY" -c "import $module" 2>/dev/null || {
+    echo "tools/gpu_testbed/run.sh: verl imports '$module' at import time and this Python lacks it; install it" \
+         "(pip install $module) and rerun" >&2; exit 1; }
+done
 mkdir -p "$out"
 "$PY" - > "$out/env.txt" <<'PYEOF'
 import platform, torch, transformers, verl
