@@ -15,6 +15,17 @@ site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 for wheel in "$wheels"/*.whl; do "$PY" -m zipfile -e "$wheel" "$site"; done  # a wheel is a zip of its files
 export PYTHONPATH="$site:$root${PYTHONPATH:+:$PYTHONPATH}"
+# What `pip install .` would add beside the source: the package's metadata with the verl.plugins entry point that
+# setup.py declares, through which verl finds the loss modes (without it: "Unsupported loss mode: sspo").
+dist="$site/sspo_verl-0.0.dist-info"; mkdir -p "$dist"
+printf 'Metadata-Version: 2.1\nName: sspo-verl\nVersion: 0.0\n' > "$dist/METADATA"
+"$PY" - "$root/setup.py" > "$dist/entry_points.txt" <<'PYEOF'
+import ast, sys
+call = next(n for n in ast.walk(ast.parse(open(sys.argv[1]).read())) if isinstance(n, ast.Call)
+            and any(k.arg == "entry_points" for k in n.keywords))
+for group, entries in ast.literal_eval(next(k.value for k in call.keywords if k.arg == "entry_points")).items():
+    print(f"[{group}]", *entries, sep="\n")
+PYEOF
 for module in ray datasets; do
   "$PY" -c "import $module" 2>/dev/null || {
     echo "tools/gpu_testbed/run.sh: verl imports '$module' at import time and this Python lacks it; install it" \
