@@ -8,12 +8,14 @@ tolerant accuracy reported beside the strict reward; everything else gets math-v
 
 from __future__ import annotations
 
-from . import gsm8k, math_answers
+from . import arithmetic, gsm8k, math_answers
 
 GSM8K_SOURCES = {"openai/gsm8k", "gsm8k"}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
+    if data_source == arithmetic.SOURCE:
+        return arithmetic.compute_score(solution_str, ground_truth)
     if data_source in GSM8K_SOURCES:
         return gsm8k.compute_score(solution_str, ground_truth)
     return math_answers.compute_score(solution_str, ground_truth)
