@@ -54,10 +54,10 @@ run_recipe "$METHOD" \
   +actor_rollout_ref.model.override_config.attn_implementation=sdpa \
   actor_rollout_ref.actor.optim.lr=1e-4 actor_rollout_ref.actor.optim.lr_warmup_steps=3 \
   actor_rollout_ref.actor.ppo_mini_batch_size=$((TRAIN_BATCH / STEPS_PER_BATCH)) \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32 actor_rollout_ref.rollout.n=8 \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 actor_rollout_ref.rollout.n=8 \
   actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64 \
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64 \
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32 \
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32 \
   trainer.project_name=sspo_cpu_tiny 'trainer.logger=["console","file","tensorboard"]' \
   trainer.n_gpus_per_node="$NGPUS" trainer.nnodes=1 trainer.device=cpu \
   trainer.total_training_steps="${STEPS:-30}" trainer.test_freq=10 trainer.save_freq=-1 \

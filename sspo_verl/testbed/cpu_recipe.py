@@ -4,7 +4,7 @@
 
 writes
 
-    <out>/train.parquet   the testbed's arithmetic task ("23+41-17=" -> "64,47"), data_source sspo/arithmetic
+    <out>/train.parquet   the testbed's arithmetic task, two numbers ("13+7=" -> "20"), data_source sspo/arithmetic
     <out>/val.parquet     three data sources, so verl's reward loop runs its mixed path:
                             sspo/arithmetic          held-out arithmetic problems
                             openai/gsm8k             the same sums as GSM8K-format word problems ("#### <n>")
@@ -32,11 +32,11 @@ from ..data.prepare import SPECS, to_verl_row
 from .arithmetic import ArithmeticTask, Problem
 
 ARITHMETIC_SOURCE = "sspo/arithmetic"
-TASK = ArithmeticTask(n_operands=3, max_operand=19)
+TASK = ArithmeticTask(n_operands=2, max_operand=19)  # "13+7=" -> "20": a cold start gets it right about a third of the time
 TRAIN_PROBLEMS = 2048
 VAL_PER_SOURCE = {"arithmetic": 64, "gsm8k": 8, "math500": 8}
 MAX_POSITIONS = 512  # word problems with their instruction run to ~200 characters
-COLD_START = dict(steps=500, batch_size=64, lr=3e-3)  # the testbed's CPU cold start
+COLD_START = dict(steps=400, batch_size=64, lr=3e-3)  # greedy held-out ~0.7, sampled ~0.35: room for RL to sharpen
 PAD, EOS = "<pad>", "</s>"
 
 
