@@ -130,13 +130,17 @@ def test_compare_reads_the_runs_file_log_and_tensorboard(sspo_run, tmp_path):
     assert {p.name for p in out.glob("*.png")} >= {"reward_accuracy.png", "entropy.png"}
 
 
-def test_grpo_dapo_trains_three_steps_through_main_ppo(data_dir, tmp_path):
+def test_grpo_dapo_trains_three_steps_through_main_ppo(sspo_run, data_dir, tmp_path):
     proc = cpu_tiny("grpo_dapo", data_dir, tmp_path)
     assert proc.returncode == 0, tail(proc)
     logged = records(tmp_path)
     assert sorted(logged) == list(range(STEPS + 1))
     assert all("actor/pg_clipfrac" in logged[s] and "actor/sspo/token_w_mean" not in logged[s]
                for s in range(1, STEPS + 1))
+    # validation samples greedily (val_kwargs): from the same cold start, both methods score the same at step 0
+    sspo_step0 = sspo_run[2][0]
+    assert {k: v for k, v in logged[0].items() if k.startswith("val-")} == \
+        {k: v for k, v in sspo_step0.items() if k.startswith("val-")}
 
 
 def test_without_the_plugin_verl_refuses_the_loss_before_any_rollout(data_dir, tmp_path):
