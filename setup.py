@@ -15,10 +15,12 @@ setup(
     install_requires=["verl>=0.9.1,<0.10", "torch>=2.4", "packaging"],
     extras_require={
         "math": ["math-verify==0.9.0"],  # DeepMath / MATH500 / AIME rewards
+        "compare": ["matplotlib>=3.7"],  # python -m sspo_verl.compare (its plots)
         "testbed": ["matplotlib>=3.7", "verl[verl-core]>=0.9.1,<0.10"],  # python -m sspo_verl.testbed / .compare
         "test": ["pytest>=7", "verl[verl-core]>=0.9.1,<0.10", "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
         "gpu": ["vllm", "flash-attn"],
     },
-    # `import verl` loads this entry point in every process (driver and Ray workers) -> loss modes registered.
-    entry_points={"verl.plugins": ["sspo = sspo_verl"]},
+    # `import verl` loads this entry point in every process (driver and Ray workers): importing sspo_verl.plugin
+    # registers the loss modes. It names the module, not the package, so that `import sspo_verl` stays light.
+    entry_points={"verl.plugins": ["sspo = sspo_verl.plugin"]},
 )

@@ -8,14 +8,18 @@ Each --run is METHOD=PATH; repeating a method adds a seed. PATH is any log verl 
   a folder or a *tfevents* file          trainer.logger=[...,tensorboard]  (TENSORBOARD_DIR)
   *.csv       a wandb export (a `_step` or `step` column, one column per metric)
   any other   the console log (stdout of main_ppo, lines `step:N - key:value - ...`)
+or the testbed's metrics.jsonl (lines {"method", "seed", "step", ...}): --run PATH takes every method and
+seed in it, --run METHOD=PATH that method's seeds.
 Runs are aligned by trainer step. verl logs no importance-weight variance for its own losses; that panel
 shows ppo_kl for every method and the variances only where a run logged them.
+A bad input ends in one line that names it and the fix (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import re
@@ -23,6 +27,8 @@ import sys
 from pathlib import Path
 
 from .report import markdown_table, summarize, write_jsonl, write_report
+
+FORMATS = "verl's file logger JSONL, a TensorBoard folder, a console log, a wandb CSV, or the testbed's metrics.jsonl"
 
 VAL_CORE = re.compile(r"^val-core/.+/(acc|reward)/mean@\d+$")  # verl's headline validation metric
 KEYS = {  # record key <- verl keys, first present wins
@@ -40,12 +46,41 @@ _CONSOLE = re.compile(r"step:(\d+) - (.*)$")
 _NUMBER = re.compile(r"^(?:np\.\w+\()?([-+]?(?:[0-9.]+(?:e[-+]?\d+)?|nan|inf))\)?$", re.IGNORECASE)  # 0.5, np.float64(0.5)
 
 
+class CompareError(ValueError):
+    """A bad input; the message names it and the fix."""
+
+
+def _json_lines(path: Path) -> list[tuple[int, dict]]:
+    entries = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise CompareError(f"{path}, line {number}, is not JSON ({line[:60]!r}); pass one of: {FORMATS}") from None
+        if not isinstance(entry, dict):
+            raise CompareError(f"{path}, line {number}, is not a JSON object; pass one of: {FORMATS}")
+        entries.append((number, entry))
+    return entries
+
+
+def is_testbed_records(path: Path) -> bool:
+    """The testbed's metrics.jsonl: records that already carry method, seed and step."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    entries = _json_lines(path)
+    return bool(entries) and all({"method", "seed", "step"} <= entry.keys() for _, entry in entries)
+
+
 def read_file_logger(path: Path) -> dict[int, dict]:
     steps: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            steps.setdefault(int(entry["step"]), {}).update(entry["data"])
+    for number, entry in _json_lines(path):
+        if not isinstance(entry.get("step"), int) or not isinstance(entry.get("data"), dict):
+            raise CompareError(f"{path}, line {number}, is neither verl's file logger format ({{\"step\": N, \"data\": "
+                               f"{{...}}}}) nor the testbed's records ({{\"method\", \"seed\", \"step\", ...}}): "
+                               f"found keys {sorted(entry)[:6]}; pass one of: {FORMATS}")
+        steps.setdefault(entry["step"], {}).update(entry["data"])
     return steps
 
 
@@ -83,7 +118,8 @@ def read_wandb_csv(path: Path) -> dict[int, dict]:
         for row in csv.DictReader(f):
             step_key = "_step" if "_step" in row else "step" if "step" in row else None
             if step_key is None:
-                raise ValueError(f"{path}: a wandb export needs a `_step` or `step` column; found {list(row)[:8]}")
+                raise CompareError(f"{path}: a wandb export needs a `_step` or `step` column; found {list(row)[:8]}: "
+                                   f"export the run's history with its step")
             data = steps.setdefault(int(float(row[step_key])), {})
             for key, value in row.items():
                 if key != step_key and value not in ("", None):
@@ -98,7 +134,7 @@ def read_log(path: str | Path) -> dict[int, dict]:
     """step -> {verl metric key: value} from any log format above."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no log at {path}: pass the file or folder verl wrote (see --help)")
+        raise CompareError(f"no log at {path}: pass the file or folder verl wrote ({FORMATS}; see --help)")
     if path.is_dir() or "tfevents" in path.name:
         steps = read_tensorboard(path)
     elif path.suffix == ".jsonl":
@@ -108,7 +144,7 @@ def read_log(path: str | Path) -> dict[int, dict]:
     else:
         steps = read_console(path)
     if not steps:
-        raise ValueError(f"{path}: no metrics found; is it a verl log (file, tensorboard, console or wandb csv)?")
+        raise CompareError(f"{path}: no metrics found; pass one of: {FORMATS}")
     return steps
 
 
@@ -133,29 +169,63 @@ def to_records(method: str, seed: int, steps: dict[int, dict], val_key: str | No
     return records
 
 
+def read_runs(specs: list[str], val_key: str | None) -> tuple[list[dict], dict[str, int]]:
+    """Records of every --run, seeds numbered per method in the order given; (records, seeds per method)."""
+    records, seeds = [], {}
+
+    def add(method: str, runs: list[list[dict]]) -> None:
+        for run in runs:
+            seed = seeds[method] = seeds.get(method, 0) + 1
+            records.extend({**r, "method": method, "seed": seed - 1} for r in run)
+
+    for spec in specs:
+        method, sep, path = ("", "", spec) if Path(spec).exists() else spec.partition("=")
+        if is_testbed_records(Path(path)):
+            by_run: dict[tuple, list[dict]] = {}
+            for _, r in _json_lines(Path(path)):
+                by_run.setdefault((r["method"], r["seed"]), []).append(r)
+            found = list(dict.fromkeys(m for m, _ in by_run))  # the file's order: the testbed writes its baseline first
+            if method and method not in found:
+                raise CompareError(f"--run {spec!r}: {path} has no records of {method!r}; it has {', '.join(found)}")
+            for m in found if not method else [method]:
+                add(m, [run for (rm, _), run in sorted(by_run.items(), key=lambda kv: kv[0][1]) if rm == m])
+        elif not sep or not method:
+            raise CompareError(f"--run {spec!r}: expected METHOD=PATH, e.g. --run sspo=logs/sspo_seed0.jsonl "
+                               f"(a bare PATH is for the testbed's metrics.jsonl)")
+        else:
+            add(method, [to_records(method, 0, read_log(path), val_key)])
+    return records, seeds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sspo_verl.compare", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, metavar="METHOD=PATH",
-                        help="a run's log; repeat a method for more seeds")
+                        help="a run's log; repeat a method for more seeds (a bare PATH: the testbed's metrics.jsonl)")
     parser.add_argument("--out", required=True, help="folder for summary.md, the plots and records.jsonl")
     parser.add_argument("--baseline", default=None, help="method the others are measured against (default: first)")
     parser.add_argument("--val-key", default=None, help="held-out metric (default: the first val-core/.../mean@N)")
     args = parser.parse_args(argv)
-
-    records, seeds = [], {}
-    for spec in args.run:
-        method, sep, path = spec.partition("=")
-        if not sep or not method or not path:
-            parser.error(f"--run {spec!r}: expected METHOD=PATH, e.g. --run sspo=logs/sspo_seed0.jsonl")
-        seed = seeds[method] = seeds.get(method, -1) + 1
-        records += to_records(method, seed, read_log(path), args.val_key)
-    baseline = args.baseline or args.run[0].partition("=")[0]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(records, out / "records.jsonl")
-    runs = ", ".join(f"{m} x {n + 1}" for m, n in seeds.items())
-    write_report(records, out, baseline, f"# verl runs: {runs}\n\n`python -m sspo_verl.compare {' '.join(sys.argv[1:] if argv is None else argv)}`")
+    try:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise CompareError("the plots need matplotlib: pip install 'sspo-verl[compare]' (or pip install matplotlib)")
+        records, seeds = read_runs(args.run, args.val_key)
+        baseline = args.baseline or records[0]["method"]
+        if baseline not in seeds:
+            raise CompareError(f"--baseline {baseline!r} is none of the runs' methods: {', '.join(seeds)}")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(records, out / "records.jsonl")
+        runs = ", ".join(f"{m} x {n}" for m, n in seeds.items())
+        command = " ".join(sys.argv[1:] if argv is None else argv)
+        write_report(records, out, baseline, f"# runs: {runs}\n\n`python -m sspo_verl.compare {command}`")
+    except CompareError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out not writable, a log unreadable
+        print(f"{parser.prog}: error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its "
+              f"permissions", file=sys.stderr)
+        return 2
     print(markdown_table(summarize(records, baseline)))
     print(f"report: {out / 'summary.md'}")
     return 0

@@ -2,11 +2,13 @@
 
     python -m sspo_verl.dry_run [--launcher "python3 -m verl.trainer.main_ppo"] -- <hydra overrides...>
 
-It composes `ppo_trainer.yaml` from the installed verl with the overrides (as `main_ppo` would), converts the
-actor config to verl's dataclass (verl's own validation, plus the plugin's SSPO checks), checks the loss mode
-is registered, that the data files exist (or names them, for a cluster path not mounted here), that each
-rollout batch gives at least 4 optimizer steps, then prints the final command and exits 0.
-Exit 1 with the reason on any failure.
+It composes `ppo_trainer.yaml` from the installed verl with the overrides and runs verl's `validate_config` on
+it, exactly as `main_ppo` does before it starts anything. With the plugin loaded (as in every verl process),
+that covers verl's checks, the SSPO checks (temperatures, gate) and the launch checks (plugin.check_launch:
+the batch split, the loss mode's registration): the dry run refuses what the launch refuses, and no more.
+It then reports the warnings, the settings that apply to the loss mode, the optimizer steps per rollout batch
+and whether the data files exist (or names them, for a cluster path not mounted here), prints the final
+command and exits 0. Exit 1 with the reason on any failure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import os
 import shlex
 import sys
 
-MIN_STEPS_PER_BATCH = 4  # the off-policy regime SSPO targets
+from .methods import METHODS
+
+# the settings each loss mode reads, from the methods table (sspo_<gate> and sapo: the temperatures)
+LOSS_SETTINGS = {s["loss_mode"]: [k for k in s if k not in ("loss_mode", "loss_agg_mode")] for s in METHODS.values()}
 
 
 def compose(overrides: list[str]):
@@ -29,27 +34,40 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="ppo_trainer", overrides=overrides)
 
 
+def validate(cfg) -> list[str]:
+    """main_ppo's own checks on `cfg` (verl's validate_config, with the plugin's hooks); returns the warnings."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from . import plugin  # registers the loss modes and the config hooks (the entry point does it too)
+
+    with plugin.collect_warnings() as warnings:
+        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    return list(dict.fromkeys(warnings))
+
+
+def loss_settings(actor) -> str:
+    """`key=value` for the settings the loss mode reads (no clip ratios for sspo, no temperatures for vanilla)."""
+    mode = actor.policy_loss.loss_mode
+    keys = ["tau_pos", "tau_neg"] if mode.startswith("sspo") else LOSS_SETTINGS.get(mode, [])
+    return " ".join(f"{k}={getattr(actor, k)}" for k in keys)
+
+
 def check(overrides: list[str]) -> list[str]:
-    """Compose and validate; returns notes for the user; raises on an error."""
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+    """Compose and validate as main_ppo does; returns notes for the user; raises on an error."""
     from verl.utils.config import omega_conf_to_dataclass
 
-    import sspo_verl  # noqa: F401  (the entry point loads it too; explicit so a broken install fails here)
-
     cfg = compose(overrides)
-    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)  # verl's checks + SSPO's (tau, gate)
-    loss_mode = actor.policy_loss.loss_mode
-    if loss_mode not in POLICY_LOSS_REGISTRY:
-        raise ValueError(f"loss_mode={loss_mode} is not registered; known: {sorted(POLICY_LOSS_REGISTRY)}")
-    notes = [f"loss_mode={loss_mode} registered; loss_agg_mode={actor.loss_agg_mode}; "
-             f"tau_pos={actor.tau_pos} tau_neg={actor.tau_neg}; clip={actor.clip_ratio_low}/{actor.clip_ratio_high}"]
-    steps = cfg.data.train_batch_size // actor.ppo_mini_batch_size
-    if steps < MIN_STEPS_PER_BATCH:
-        raise ValueError(f"data.train_batch_size={cfg.data.train_batch_size} / ppo_mini_batch_size="
-                         f"{actor.ppo_mini_batch_size} = {steps} optimizer steps per rollout batch; the comparison "
-                         f"needs >= {MIN_STEPS_PER_BATCH} (the off-policy regime): raise STEPS_PER_BATCH")
-    notes.append(f"{steps} optimizer steps per rollout batch (train_batch_size {cfg.data.train_batch_size}, "
-                 f"ppo_mini_batch_size {actor.ppo_mini_batch_size}), rollout.n={cfg.actor_rollout_ref.rollout.n}")
+    warnings = validate(cfg)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    settings = loss_settings(actor)
+    notes = [f"loss_mode={actor.policy_loss.loss_mode} registered; loss_agg_mode={actor.loss_agg_mode}"
+             + (f"; {settings}" if settings else "")]
+    steps = cfg.data.train_batch_size // actor.ppo_mini_batch_size * actor.ppo_epochs
+    notes.append(f"{steps} optimizer step{'s' if steps != 1 else ''} per rollout batch (train_batch_size "
+                 f"{cfg.data.train_batch_size}, ppo_mini_batch_size {actor.ppo_mini_batch_size}, ppo_epochs "
+                 f"{actor.ppo_epochs}), rollout.n={cfg.actor_rollout_ref.rollout.n}")
+    notes += [f"warning: {w}" for w in warnings]
     for key in ("train_files", "val_files"):
         files = cfg.data[key]
         for f in [files] if isinstance(files, str) else list(files):
@@ -57,7 +75,7 @@ def check(overrides: list[str]) -> list[str]:
             notes.append(f"data.{key}: {path} " + ("(found)" if os.path.isfile(path) else
                                                      "(not on this machine: prepare it with python -m sspo_verl.data.prepare)"))
     external = cfg.actor_rollout_ref.model.get("external_lib")
-    if external != "sspo_verl" and loss_mode.startswith("sspo"):
+    if external != "sspo_verl" and actor.policy_loss.loss_mode.startswith("sspo"):
         notes.append("note: actor_rollout_ref.model.external_lib=sspo_verl is not set (the entry point must then load the plugin)")
     return notes
 

@@ -116,14 +116,14 @@ def _fused_stats(x, adv, pos, w, mask, n_tok_row, s) -> torch.Tensor:
     n_clip_pos = torch.count_nonzero(clipped.logical_and_(pos))
     s_valid = torch.where(seq_valid, s, inf)
     has_seq = seq_valid.any()
-    values = [
+    values = [  # with nothing valid: objective.NO_TOKEN_STATS
         -x_sum / n_tok,  # ppo_kl
-        w_sum_valid / n_tok,  # w_mean
+        torch.where(n_valid > 0, w_sum_valid / n_tok, one),  # w_mean
         w.amin(),  # w_min (1 when nothing is valid, like the reference)
         n_clip / n_tok,  # w_frac_clipped
         n_clip_pos / n_tok,  # clipfrac_pos
         (n_clip - n_clip_pos) / n_tok,  # clipfrac_neg (A <= 0 tokens)
-        torch.where(seq_valid, s, 0).sum() / n_seq,  # s_mean
+        torch.where(has_seq, torch.where(seq_valid, s, 0).sum() / n_seq, one),  # s_mean
         torch.where(has_seq, s_valid.amin(), one),  # s_min
         torch.where(has_seq, torch.where(seq_valid, s, -inf).amax(), one),  # s_max
         torch.maximum(x.amax(), -x.amin()),  # log_ratio_abs_max (padding is 0)

@@ -13,8 +13,9 @@ so every gate here is a pair of pure tensor functions of x and tau. Requirements
 
 (The companion paper also asks for C1 gates; a grid check cannot prove smoothness, so that one is on you.)
 
-We add one of our own, (iv): |log g| <= bound(tau) < inf. Then the sequence weight
+We add two of our own. (iv): |log g| <= bound(tau) < inf. Then the sequence weight
 s_i = exp(mean_t log g) lies in [exp(-bound), exp(bound)] for any ratio, so no clamp is needed.
+(v): w depends on tau; otherwise tau_pos and tau_neg, the method's only knobs, would change nothing.
 
 `check_gate` tests (i)-(iv) numerically over a grid of x and tau; `GATES` holds the built-in families.
 This module knows nothing of verl.
@@ -139,9 +140,10 @@ def _check_grid() -> torch.Tensor:
 
 
 def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
-    """Check requirements (i)-(iv) numerically in float64; raise GateRequirementError naming the first failure."""
+    """Check requirements (i)-(v) numerically in float64; raise GateRequirementError naming the first failure."""
     x = _check_grid()  # (N,) sorted, contains 0
     zero = int((x == 0).nonzero())
+    weights = []  # (N,) per tau, for (v)
     for tau in taus:
         where = f"gate {gate.name!r} at tau={tau}"
         tau_t = torch.full_like(x, tau)  # the loss passes tau as a (B, T) tensor: check the gate the same way
@@ -179,3 +181,9 @@ def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
         if not math.isfinite(bound) or bound <= 0:
             raise GateRequirementError(f"{where}: (iv) bound(tau) must be finite and > 0, got {bound}")
         require(log_g.abs() > bound * (1 + 1e-12), f"(iv) |log g| exceeds the declared bound {bound:.6g}")
+        weights.append(w)
+    spread = (torch.stack(weights).amax(0) - torch.stack(weights).amin(0)).max().item()  # over taus, worst x
+    if spread <= 1e-6:
+        raise GateRequirementError(
+            f"gate {gate.name!r}: (v) w does not depend on tau (it varies by {spread:.3g} over tau in {taus}), so "
+            f"tau_pos and tau_neg would change nothing; make the gate a function of tau, e.g. of tau * x")

@@ -31,6 +31,12 @@ from .gates import Gate
 CLIP_WEIGHT = 0.5
 
 
+# The stats of a micro-batch with no valid token (all padding): those of an untouched policy, so the min, max and
+# mean of a weight agree (w = s = 1) and the rates are 0. verl averages the metrics over micro-batches.
+NO_TOKEN_STATS = {"ppo_kl": 0.0, "w_mean": 1.0, "w_min": 1.0, "w_frac_clipped": 0.0, "clipfrac_pos": 0.0,
+                  "clipfrac_neg": 0.0, "s_mean": 1.0, "s_min": 1.0, "s_max": 1.0, "log_ratio_abs_max": 0.0, "n_bad": 0.0}
+
+
 class SSPOInputError(ValueError):
     """Inputs the loss cannot be computed from (NaN or inf at a valid token)."""
 
@@ -123,14 +129,14 @@ def _stats(
     s = torch.exp(log_s)  # (B,)
     bad = mask & ~(torch.isfinite(raw_log_ratio) & torch.isfinite(adv))  # (B, T)
     masked_mean = lambda t: torch.where(mask, t, 0).sum() / n_tok  # noqa: E731
-    return SSPOStats(
+    return SSPOStats(  # nothing valid: an untouched policy's values (w = s = 1, the rest 0), as NO_TOKEN_STATS says
         ppo_kl=masked_mean(-x),
-        w_mean=masked_mean(w),
+        w_mean=torch.where(has_tok, masked_mean(w), one),
         w_min=torch.where(has_tok, torch.where(mask, w, inf).amin(), one),
         w_frac_clipped=clipped.sum() / n_tok,
         clipfrac_pos=(clipped & (adv > 0)).sum() / n_tok,
         clipfrac_neg=(clipped & (adv <= 0)).sum() / n_tok,
-        s_mean=torch.where(seq_valid, s, 0).sum() / n_seq,
+        s_mean=torch.where(has_seq, torch.where(seq_valid, s, 0).sum() / n_seq, one),
         s_min=torch.where(has_seq, torch.where(seq_valid, s, inf).amin(), one),
         s_max=torch.where(has_seq, torch.where(seq_valid, s, -inf).amax(), one),
         log_ratio_abs_max=torch.where(mask, x.abs(), 0).amax(),

@@ -17,17 +17,25 @@ that leaves it unset would silently train a different objective: we warn once pe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
 from importlib import metadata
 from typing import Any, Optional
 
-import torch
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
-from verl.workers.config import ActorConfig, PolicyLossConfig
+
+from . import missing_dependency
+
+try:
+    import torch
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss
+    from verl.workers.config import ActorConfig, PolicyLossConfig
+except ModuleNotFoundError as exc:  # say what to install, not just the missing name
+    raise missing_dependency(exc) from exc
 
 from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
@@ -47,12 +55,50 @@ IMPLEMENTATIONS = {"fused": sspo_token_loss_fused, "reference": sspo_token_loss}
 IMPLEMENTATION = os.environ.get("SSPO_VERL_IMPL", "fused")  # checked in register_loss_modes (loudly)
 
 _warned: set[tuple] = set()
+_collected: Optional[list[str]] = None  # set by collect_warnings
 
 
 def _warn_once(key: tuple, message: str) -> None:
-    if key not in _warned:
+    if _collected is not None:  # the dry run reports them itself, every time
+        _collected.append(message)
+    elif key not in _warned:
         _warned.add(key)
         logger.warning(message)
+
+
+@contextlib.contextmanager
+def collect_warnings():
+    """Within the block, config warnings are collected into the yielded list instead of logged (the dry run)."""
+    global _collected
+    previous, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = previous
+
+
+# The recipes (recipes/lib/run.sh) name the environment variable behind a Hydra key they set from one, when the
+# user did not set the key again: "key=VAR;key=VAR". Errors about that key then name the variable too.
+RECIPE_KNOBS_ENV = "SSPO_RECIPE_KNOBS"
+
+
+def recipe_knob(key: str) -> Optional[str]:
+    """The recipe's environment variable that set `key` (e.g. TAU_POS for actor_rollout_ref.actor.tau_pos)."""
+    for item in os.environ.get(RECIPE_KNOBS_ENV, "").split(";"):
+        name, _, variable = item.partition("=")
+        if name.strip() == key and variable.strip():
+            return variable.strip()
+    return None
+
+
+def _from_knob(key: str, how: str = "") -> str:
+    """' This value comes from the recipe's environment variable VAR=...: set VAR ...' or ''."""
+    variable = recipe_knob(key)
+    if variable is None:
+        return ""
+    value = os.environ.get(variable)
+    shown = f"={value!r}" if value is not None else ""
+    return f" This value comes from the recipe's environment variable {variable}{shown}: set {variable}{how} instead."
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -78,12 +124,13 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
     taus = {}
     for key, value in (("tau_pos", tau_pos), ("tau_neg", tau_neg)):
         fix = f"set actor_rollout_ref.actor.{key}=<a positive number>, e.g. {key}=1.0"
+        knob = _from_knob(f"actor_rollout_ref.actor.{key}")
         try:
             tau = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.") from None
+            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.{knob}") from None
         if not (math.isfinite(tau) and tau > 0):
-            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.")
+            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.{knob}")
         bound = gate.bound(tau)
         if bound > MAX_LOG_SEQ_WEIGHT:
             candidates = (10.0 ** (k / 10) for k in range(-60, 61))
@@ -91,7 +138,7 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
             raise ValueError(
                 f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
                 f"could reach exp({bound:.3g}); SSPO keeps it under exp({MAX_LOG_SEQ_WEIGHT:g}) so sums stay finite "
-                f"in float32. " + (f"Use {key} >= {tau_min:.3g}." if tau_min else f"Use a larger {key}.")
+                f"in float32. " + (f"Use {key} >= {tau_min:.3g}." if tau_min else f"Use a larger {key}.") + knob
             )
         taus[key] = tau
     if taus["tau_neg"] < taus["tau_pos"]:
@@ -191,7 +238,10 @@ def registered_loss_modes() -> list[str]:
     return [m for m in POLICY_LOSS_REGISTRY if gate_for_loss_mode(m) is not None]
 
 
-def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
+GATE_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: bool = False) -> str:
     """Add a gate of your own; its requirements are checked numerically; returns its loss mode `sspo_<name>`.
 
     log_g(x, tau) and weight(x, tau) are elementwise torch functions of x = log r (weight = d log_g / dx);
@@ -200,20 +250,102 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "") -> str:
         sspo_verl.register_gate("algebraic", lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),
                                 lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)
 
+    `name` is lowercase letters, digits and `_`. A gate that exists already (built-in or yours) is only replaced
+    with replace=True; replacing the default gate (arctan) replaces `sspo` too, so the two modes stay one loss.
     Ray workers need the registration too: call it in a module they import
     (actor_rollout_ref.model.external_lib=<that module>).
     """
+    if not isinstance(name, str) or not GATE_NAME.fullmatch(name):
+        raise ValueError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
+                         f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
+    mode = loss_mode_for(name)
+    if name in GATES and not replace:
+        modes = [mode] + ([LOSS_MODE_PREFIX] if name == DEFAULT_GATE else [])
+        raise ValueError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
+                         f"name, or pass replace=True to replace it.")
     gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
     check_gate(gate)
     GATES[name] = gate
-    mode = loss_mode_for(name)
     register_policy_loss(mode)(make_policy_loss(name))
+    if name == DEFAULT_GATE:
+        register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(name, LOSS_MODE_PREFIX))
     return mode
+
+
+MINI_BATCH_KEY, TRAIN_BATCH_KEY = "actor_rollout_ref.actor.ppo_mini_batch_size", "data.train_batch_size"
+
+
+def check_batch_settings(train_batch_size: Any, ppo_mini_batch_size: Any, rollout_n: Any, ppo_epochs: Any = 1,
+                         loss_mode: str = "vanilla") -> list[str]:
+    """Launch-time check of the rollout batch split, for every loss mode; returns warnings, raises ValueError.
+
+    Errors: values verl cannot train with, which it reports late or not at all (a mini-batch of 0, no responses
+    per prompt, a mini-batch that does not divide the rollout batch: its workers assert that after loading the
+    models). Warning: SSPO on-policy (one optimizer step per rollout batch), legitimate, but every gate is open.
+    """
+    values = {TRAIN_BATCH_KEY: train_batch_size, MINI_BATCH_KEY: ppo_mini_batch_size,
+              "actor_rollout_ref.rollout.n": rollout_n, "actor_rollout_ref.actor.ppo_epochs": ppo_epochs}
+    steps_knob = " to one of the step counts above"  # the recipes' STEPS_PER_BATCH sets the mini-batch
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            is_mini = key == MINI_BATCH_KEY
+            raise ValueError(f"{key}={value!r} must be a whole number >= 1" + (
+                f"; {_mini_batch_fix(train_batch_size)}" if is_mini else ".") + _from_knob(key, steps_knob if is_mini else ""))
+    if ppo_mini_batch_size > train_batch_size:
+        raise ValueError(f"{MINI_BATCH_KEY}={ppo_mini_batch_size} is larger than {TRAIN_BATCH_KEY}={train_batch_size}: "
+                         f"a mini-batch is a part of one rollout batch; {_mini_batch_fix(train_batch_size)}"
+                         + _from_knob(MINI_BATCH_KEY, steps_knob))
+    if train_batch_size % ppo_mini_batch_size:
+        raise ValueError(
+            f"{MINI_BATCH_KEY}={ppo_mini_batch_size} does not divide {TRAIN_BATCH_KEY}={train_batch_size} (verl's "
+            f"workers assert it, after the models have loaded); {_mini_batch_fix(train_batch_size)}"
+            + _from_knob(MINI_BATCH_KEY, steps_knob))
+    steps = train_batch_size // ppo_mini_batch_size * ppo_epochs
+    warnings = []
+    if steps == 1 and gate_for_loss_mode(loss_mode) is not None:
+        warnings.append(
+            f"SSPO: {TRAIN_BATCH_KEY}={train_batch_size} / {MINI_BATCH_KEY}={ppo_mini_batch_size} x ppo_epochs="
+            f"{ppo_epochs} = 1 optimizer step per rollout batch: on-policy, where every SSPO gate is open (w = s = 1) "
+            f"and the update is the plain policy gradient, as for every other loss. Legitimate, but the gates only act "
+            f"off-policy: for that regime, {_mini_batch_fix(train_batch_size)}" + _from_knob(MINI_BATCH_KEY, steps_knob))
+    return warnings
+
+
+def _mini_batch_fix(train_batch_size: Any) -> str:
+    if not isinstance(train_batch_size, int) or train_batch_size < 1:
+        return f"set {MINI_BATCH_KEY} to a divisor of {TRAIN_BATCH_KEY}."
+    options = [f"{train_batch_size // k} ({k} steps)" for k in (2, 4, 8, 16) if train_batch_size % k == 0]
+    return (f"set {MINI_BATCH_KEY} to a divisor of {TRAIN_BATCH_KEY}={train_batch_size}"
+            + (f", e.g. {', '.join(options)}." if options else "."))
+
+
+def check_loss_mode_registered(loss_mode: str, external_lib: Optional[str]) -> None:
+    """The loss mode is in verl's registry once the model's external_lib is imported (as every worker does)."""
+    if external_lib:
+        from verl.utils.import_utils import import_external_libs
+
+        import_external_libs(external_lib)
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        raise ValueError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} is not registered; known: "
+                         f"{sorted(POLICY_LOSS_REGISTRY)}. A loss of your own must be registered by a module named in "
+                         f"actor_rollout_ref.model.external_lib.")
+
+
+def check_launch(actor: Any, train_batch_size: Any, model_config: Any = None) -> None:
+    """What main_ppo's validate_config runs through ActorConfig.validate (and so the dry run, which calls it):
+    the batch split and the loss mode's registration, for every loss mode."""
+    loss_mode = actor.policy_loss.get("loss_mode", "vanilla") if actor.policy_loss is not None else "vanilla"
+    for warning in check_batch_settings(train_batch_size, actor.ppo_mini_batch_size, actor.rollout_n,
+                                        actor.ppo_epochs, loss_mode):
+        _warn_once(("batch", warning), warning)
+    external_lib = model_config.get("external_lib") if model_config is not None else None
+    check_loss_mode_registered(loss_mode, external_lib)
 
 
 def _extend_config_validation() -> None:
     """Validate SSPO settings when verl builds its ActorConfig (main_ppo does so on the driver, before any worker),
-    and say where the temperatures live when someone puts them under policy_loss (as verl's SAPO README does)."""
+    the launch settings when main_ppo's validate_config calls ActorConfig.validate (the dry run calls the same), and
+    say where the temperatures live when someone puts them under policy_loss (as verl's SAPO README does)."""
     original = ActorConfig.__post_init__
     if getattr(original, "_sspo_checked", False):
         return
@@ -224,6 +356,14 @@ def _extend_config_validation() -> None:
 
     __post_init__._sspo_checked = True
     ActorConfig.__post_init__ = __post_init__
+
+    original_validate = ActorConfig.validate
+
+    def validate(self, n_gpus: int, train_batch_size: int, model_config: dict = None):
+        check_launch(self, train_batch_size, model_config)  # first: its messages name the fix (and recipe knob)
+        original_validate(self, n_gpus, train_batch_size, model_config)
+
+    ActorConfig.validate = validate
 
     original_init = PolicyLossConfig.__init__
 
@@ -260,3 +400,7 @@ def register_loss_modes() -> list[str]:
         )
         raise
     return registered_loss_modes()
+
+
+# verl's entry point (`sspo = sspo_verl.plugin`) imports this module in every process: register on import.
+LOSS_MODES = register_loss_modes()

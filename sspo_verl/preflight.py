@@ -16,6 +16,12 @@ worker on that node will need:
 
 Exit 0 with one line per node. Exit 1 with one line per bad node, naming its address, what is wrong and the
 fix (e.g. the pip command for that node's interpreter), or with the reason the cluster cannot be reached.
+
+Nothing hangs: a node that dies during the checks is named as soon as Ray reports its task's node dead or lists
+the node dead (polled every POLL_S), one that does not answer is named after --timeout, and whatever else blocks
+(a head that stops answering while Ray connects or lists nodes) ends the preflight after --timeout +
+CLUSTER_GRACE_S with exit 1. With token auth (RAY_AUTH_MODE=token, as the recipes set it), Ray reads the token
+from RAY_AUTH_TOKEN_PATH; the preflight never handles it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import importlib.metadata
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
@@ -35,6 +42,10 @@ DIST = "sspo-verl"
 ENTRY_POINT_GROUP, ENTRY_POINT_NAME = "verl.plugins", "sspo"
 DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 5.0
+POLL_S = 2.0  # how often the wait for the checks asks which nodes are still alive
+CLUSTER_GRACE_S = 40.0  # connecting and listing nodes, on top of --timeout: then the preflight gives up whatever blocks
+NODE_DIED_FIX = ("look at its raylet.out under its Ray temp dir (and dmesg: out of memory?), restart its Ray "
+                 "(bash recipes/multinode/ray_cluster.sh worker <head_ip>), then submit again")
 START_HINT = ("start it first: `bash recipes/multinode/ray_cluster.sh head <head_ip>` on the head node and "
               "`bash recipes/multinode/ray_cluster.sh worker <head_ip> <node_ip>` on every other node")
 
@@ -274,25 +285,67 @@ def run_checks(address: str, settings: Settings, runtime_env: Optional[dict], ti
         refs = {n["NodeManagerAddress"]: task.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(asdict(settings))
             for n in nodes}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-        return {ip: _collect(ref, ready, timeout_s) for ip, ref in refs.items()}
+        reports = wait_for_checks(refs, timeout_s)
+        for n in nodes:  # a node that died never said its name: Ray's record of it has it
+            reports[n["NodeManagerAddress"]].setdefault("hostname", n["NodeManagerHostname"])
+        return reports
     finally:
         if by_value:
             ray.cloudpickle.unregister_pickle_by_value(module)
         ray.shutdown()
 
 
-def _collect(ref, ready: list, timeout_s: float) -> dict:
+def wait_for_checks(refs: dict, timeout_s: float, poll_s: float = POLL_S) -> dict[str, dict]:
+    """{node ip: report} from the check tasks `refs` ({node ip: ref}). A node that Ray marks dead meanwhile is
+    reported as soon as it is seen dead (a check pinned to it may otherwise wait out the whole timeout); one that
+    does not answer within timeout_s is reported as such."""
     import ray
 
-    if ref not in ready:
-        return {"problem": (f"no answer within {timeout_s:g} s (no Python worker could start there?)",
-                            "look at that node's raylet.out / python-core-worker-*.log under its Ray temp dir")}
+    reports, pending = {}, dict(refs)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=min(poll_s, left))
+        for ip in [ip for ip, ref in pending.items() if ref in ready]:
+            reports[ip] = _collect(pending.pop(ip))
+        alive = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        for ip in [ip for ip in pending if ip not in alive]:
+            del pending[ip]
+            reports[ip] = {"problem": ("Ray lost this node during the preflight (it is no longer alive in the "
+                                       "cluster)", NODE_DIED_FIX)}
+    for ip in pending:
+        reports[ip] = {"problem": (f"no answer within {timeout_s:g} s (no Python worker could start there?)",
+                                   "look at that node's raylet.out / python-core-worker-*.log under its Ray temp dir")}
+    return reports
+
+
+def _collect(ref) -> dict:
+    import ray
+    from ray.exceptions import NodeDiedError
+
     try:
         return ray.get(ref)
+    except NodeDiedError:
+        return {"problem": ("Ray lost this node during the preflight (the check task's node died)", NODE_DIED_FIX)}
     except Exception as exc:  # the worker died or could not load the task
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return {"problem": (f"the check task failed ({first})", "look at that node's worker logs")}
+
+
+def exit_after(seconds: float, message: str) -> threading.Timer:
+    """Print `message` to stderr and end the process with exit code 1 after `seconds`, whatever the main thread is
+    blocked in (a call into Ray's C++ core does not return to Python for signals). Cancel it when done."""
+
+    def give_up():
+        print(message, file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def main(argv=None) -> int:
@@ -307,7 +360,16 @@ def main(argv=None) -> int:
     start = time.monotonic()
     try:
         settings = settings_from_overrides(args.overrides)
-        reports = run_checks(args.address, settings, load_runtime_env(args.runtime_env), args.timeout, args.nodes)
+        runtime_env = load_runtime_env(args.runtime_env)
+        # Ray's own calls (connect, list nodes, shut down) have no timeout of ours: a head that stops answering
+        # must still end the preflight
+        limit_s = args.timeout + CLUSTER_GRACE_S
+        deadline = exit_after(limit_s, f"preflight FAILED: no result from the Ray cluster at {args.address} within "
+                                       f"{limit_s:g} s (did its head stop answering?); nothing was launched")
+        try:
+            reports = run_checks(args.address, settings, runtime_env, args.timeout, args.nodes)
+        finally:
+            deadline.cancel()
     except PreflightError as exc:
         print(f"preflight FAILED: {exc}", file=sys.stderr)
         return 1

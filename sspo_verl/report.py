@@ -139,37 +139,60 @@ def _band(ax, runs: dict[int, list[dict]], key: str, label: str, log: bool = Fal
     return True
 
 
-def plot(records: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
-    """reward_accuracy.png, importance_weights.png, entropy.png in `out_dir`; returns the files written."""
+FIGURES = {  # file -> panels (record key, title, log scale); each panel's y axis is labelled with its key
+    "reward_accuracy.png": [("reward", "training reward", False), ("val_acc", "held-out accuracy", False)],
+    "importance_weights.png": [("token_iw_var", "token importance-weight variance", True),
+                               ("seq_iw_var", "sequence importance-weight variance", True),
+                               ("ppo_kl", "ppo_kl (pi_old vs pi)", False)],
+    "entropy.png": [("entropy", "token entropy", False)],
+}
+
+
+def figures(records: list[dict], title: str = "") -> dict[str, "matplotlib.figure.Figure"]:
+    """file name -> figure, for every figure with at least one logged series. A panel whose key no run logged
+    says so instead of drawing an empty axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs, out_dir, written = _runs(records), Path(out_dir), []
-    figures = {
-        "reward_accuracy.png": [("reward", "training reward", False), ("val_acc", "held-out accuracy", False)],
-        "importance_weights.png": [("token_iw_var", "token importance-weight variance", True),
-                                   ("seq_iw_var", "sequence importance-weight variance", True),
-                                   ("ppo_kl", "ppo_kl (pi_old vs pi)", False)],
-        "entropy.png": [("entropy", "token entropy", False)],
-    }
-    for name, panels in figures.items():
+    runs, out = _runs(records), {}
+    for name, panels in FIGURES.items():
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
         drawn = False
         for ax, (key, label, log) in zip(axes[0], panels):
+            panel_drawn = False
             for method, seeds in runs.items():
-                drawn |= _band(ax, seeds, key, f"{method} ({len(seeds)} seeds)", log)
+                panel_drawn |= _band(ax, seeds, key, f"{method} ({len(seeds)} seeds)", log)
             ax.set_title(label)
             ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
+            ax.set_ylabel(key)
+            if panel_drawn:
+                ax.grid(alpha=0.3)
+            else:
+                ax.text(0.5, 0.5, f"no run logged {key}", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            drawn |= panel_drawn
         if drawn:
             next(ax for ax in axes[0] if ax.lines).legend(fontsize=8)
             fig.suptitle(title, fontsize=9)
             fig.tight_layout()
-            fig.savefig(out_dir / name, dpi=110)
-            written.append(out_dir / name)
+            out[name] = fig
+        else:
+            plt.close(fig)
+    return out
+
+
+def plot(records: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
+    """reward_accuracy.png, importance_weights.png, entropy.png in `out_dir`; returns the files written."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, fig in figures(records, title).items():
+        fig.savefig(Path(out_dir) / name, dpi=110)
         plt.close(fig)
+        written.append(Path(out_dir) / name)
     return written
 
 

@@ -1,7 +1,10 @@
 """The comparison tool reads the logs verl itself writes (verl's Tracking: file, tensorboard, console)."""
 
+import importlib.util
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from sspo_verl import compare
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
+TESTBED_METRICS = Path(__file__).resolve().parents[1] / "docs" / "results" / "testbed-cpu-full" / "metrics.jsonl"
 
 
 def _metrics(step: int, method_offset: float) -> dict:
@@ -98,11 +102,63 @@ def test_cli_aligns_runs_and_writes_the_report(logs, tmp_path, capsys):
         assert (out / name).exists()
 
 
-def test_bad_input_is_named(tmp_path):
-    with pytest.raises(SystemExit):
-        compare.main(["--run", "just_a_path.jsonl", "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="no log at .*missing.jsonl"):
-        compare.read_log(tmp_path / "missing.jsonl")
-    (tmp_path / "empty.log").write_text("nothing here\n")
-    with pytest.raises(ValueError, match="no metrics found"):
-        compare.read_log(tmp_path / "empty.log")
+def test_the_testbeds_own_metrics_jsonl_is_read(tmp_path, capsys):
+    """It used to end in KeyError: 'data'. A bare path takes every method and seed; METHOD=PATH one method."""
+    assert compare.main(["--run", str(TESTBED_METRICS), "--out", str(tmp_path / "all")]) == 0
+    printed = capsys.readouterr().out
+    assert "| grpo_dapo | 3 | 0.296 ± 0.021 | 3.0 (2/3) | 0/3 |" in printed  # the README's table, regenerated
+    assert "| sspo | 3 | 0.191 ± 0.023 | never (0/3) | 1/3 |" in printed
+    assert compare.main(["--run", f"sspo={TESTBED_METRICS}", "--run", f"gmpo={TESTBED_METRICS}",
+                         "--out", str(tmp_path / "two")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "two" / "records.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["seed"]) for r in records} == {(m, s) for m in ("sspo", "gmpo") for s in range(3)}
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BAD_INPUTS = [  # (arguments given a tmp folder, what the one line must say)
+    (lambda d: ["--run", f"grpo={d / 'missing.jsonl'}"], r"no log at .*missing.jsonl: pass the file or folder"),
+    (lambda d: ["--run", "grpo=" + _write(d, "garbage.jsonl", "{not json")], r"garbage.jsonl, line 1, is not JSON"),
+    (lambda d: ["--run", "grpo=" + _write(d, "other.jsonl", json.dumps({"loss": 1}))],
+     r"line 1, is neither verl's file logger format .* nor the testbed's records .*found keys \['loss'\]"),
+    (lambda d: ["--run", "grpo=" + _write(d, "export.csv", "loss,acc\n1,2\n")],
+     r"needs a `_step` or `step` column; found \['loss', 'acc'\]: export the run's history with its step"),
+    (lambda d: ["--run", "grpo=" + _write(d, "empty.log", "nothing here")], r"empty.log: no metrics found; pass one of"),
+    (lambda d: ["--run", "just_a_path.jsonl"], r"expected METHOD=PATH"),
+    (lambda d: ["--run", f"sapo_x={TESTBED_METRICS}"], r"has no records of 'sapo_x'; it has grpo_dapo, "),
+    (lambda d: ["--run", str(TESTBED_METRICS), "--baseline", "grpo"], r"--baseline 'grpo' is none of the runs' methods"),
+    (lambda d: ["--run", str(TESTBED_METRICS), "--out", _write(d, "a_file", "")],
+     r"a_file: .*; check the path and its permissions"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_INPUTS)))
+def test_bad_input_is_one_line_with_the_fix(tmp_path, capsys, index):
+    arguments, message = BAD_INPUTS[index]
+    argv = arguments(tmp_path)
+    code = compare.main(argv if "--out" in argv else argv + ["--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("python -m sspo_verl.compare: error: ") and re.search(message, err), err
+
+
+def test_without_matplotlib_compare_says_what_to_install(tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert compare.main(["--run", str(TESTBED_METRICS), "--out", str(tmp_path)]) == 2
+    assert "pip install 'sspo-verl[compare]'" in capsys.readouterr().err
+
+
+def test_the_readmes_install_line_gives_a_working_compare():
+    """The README's `pip install '.[...]'` line must pull matplotlib in (it was only in the test extras)."""
+    from importlib.metadata import requires
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (extras,) = re.findall(r"^pip install '\.\[([\w,]+)\]'", readme, re.M)
+    needed = {r.split(";")[0] for r in requires("sspo-verl")
+              if any(f'extra == "{extra}"' in r for extra in extras.split(","))}
+    assert any(r.startswith("matplotlib") for r in needed), (extras, needed)

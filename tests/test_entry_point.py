@@ -96,3 +96,44 @@ print(json.dumps({**result, "driver_pid": os.getpid(), "driver_has_plugin": "ssp
 
     s = math.exp((math.atan(0.5) - math.atan(1.0)) / 2)
     assert result["s"] == pytest.approx(s, rel=1e-6) and result["loss"] == pytest.approx(-2 * s, rel=1e-6)
+
+
+def test_rewards_and_data_preparation_import_neither_torch_nor_verl():
+    """Reward workers and data preparation need neither (importing them used to cost ~5 s of torch and verl);
+    the loss modes still register when verl is imported afterwards."""
+    out = _run("import sys, json, sspo_verl.rewards, sspo_verl.data.prepare\n"
+               "print(json.dumps(sorted(m for m in ('torch', 'verl') if m in sys.modules)))\n" + PROBE)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[-2]) == []
+    assert set(SSPO_MODES) <= set(json.loads(lines[-1])["modes"])
+
+
+def test_the_entry_point_names_the_registering_module():
+    from importlib.metadata import entry_points
+
+    (ep,) = entry_points(group="verl.plugins", name="sspo")  # the preflight checks this name
+    assert ep.value == "sspo_verl.plugin"
+
+
+# A fresh interpreter where `missing` cannot be imported, as on a machine without it installed.
+BLOCK = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {missing!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.mark.parametrize("missing", ["verl", "torch"])
+def test_without_verl_or_torch_the_error_says_what_to_install(missing):
+    code = BLOCK.format(missing=missing) + (
+        "import sspo_verl, sspo_verl.rewards\n"  # the package and its rewards import without them
+        "try:\n    sspo_verl.register_gate\nexcept ModuleNotFoundError as exc:\n    print(exc)\n")
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    message = out.stdout.strip()
+    assert f"sspo_verl's loss modes need {missing}, which is not installed" in message
+    assert "pip install 'verl>=0.9.1,<0.10'" in message and "torch==2.13.0" in message

@@ -263,3 +263,20 @@ def test_all_masked_micro_batch_gives_zero_loss_and_the_same_metric_keys():
     assert loss.item() == 0.0 and (batch.log_prob.grad == 0).all()
     assert metrics.keys() == full_metrics.keys()
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_all_masked_micro_batch_metrics_follow_one_convention(monkeypatch, implementation):
+    """No valid token: an untouched policy's values (objective.NO_TOKEN_STATS), so w's mean, min and s agree."""
+    from sspo_verl import plugin
+    from sspo_verl.objective import NO_TOKEN_STATS
+
+    monkeypatch.setattr(plugin, "IMPLEMENTATION", implementation)
+    batch = random_batch(B=3, T=5, seed=13)
+    batch.mask[:] = False
+    _, metrics = call_loss("sspo", batch, actor_config("sspo"))
+    expected = {"actor/ppo_kl": NO_TOKEN_STATS["ppo_kl"], "actor/pg_clipfrac": 0.0, "actor/pg_clipfrac_lower": 0.0,
+                "actor/sspo/token_w_mean": 1.0, "actor/sspo/token_w_min": 1.0, "actor/sspo/token_w_frac_below_half": 0.0,
+                "actor/sspo/seq_s_mean": 1.0, "actor/sspo/seq_s_min": 1.0, "actor/sspo/seq_s_max": 1.0,
+                "actor/sspo/log_ratio_abs_max": 0.0}
+    assert metrics == expected

@@ -239,3 +239,104 @@ def test_user_gate_that_breaks_a_requirement_is_not_registered():
     with pytest.raises(ValueError, match=r"\(ii\) g'\(1\) = 1"):
         sspo_verl.register_gate("steep", lambda x, t: 2 * torch.tanh(x), lambda x, t: 2 / torch.cosh(x) ** 2, lambda t: 2.0)
     assert "sspo_steep" not in POLICY_LOSS_REGISTRY and "steep" not in GATES
+
+
+ALGEBRAIC = (lambda x, t: x / torch.sqrt(1 + (t * x) ** 2), lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)
+
+
+def test_a_registered_gate_is_not_replaced_silently():
+    before = POLICY_LOSS_REGISTRY["sspo_arctan"], POLICY_LOSS_REGISTRY["sspo"], GATES["arctan"]
+    with pytest.raises(ValueError, match=r"'arctan' is already registered \(loss modes sspo_arctan, sspo\).*replace=True"):
+        sspo_verl.register_gate("arctan", *ALGEBRAIC)
+    assert (POLICY_LOSS_REGISTRY["sspo_arctan"], POLICY_LOSS_REGISTRY["sspo"], GATES["arctan"]) == before
+
+
+def test_replacing_the_default_gate_keeps_sspo_and_sspo_arctan_one_loss():
+    original = GATES["arctan"]
+    batch = random_batch(B=6, T=7, seed=31, scale=1.2)
+    try:
+        assert sspo_verl.register_gate("arctan", *ALGEBRAIC, replace=True) == "sspo_arctan"
+        losses = {mode: call_loss(mode, batch, actor_config(mode))[0].item() for mode in ("sspo", "sspo_arctan")}
+        assert losses["sspo"] == losses["sspo_arctan"]
+        assert losses["sspo"] != pytest.approx(call_loss("sspo_erf", batch, actor_config("sspo_erf"))[0].item())
+    finally:
+        sspo_verl.register_gate("arctan", original.log_g, original.weight, original.bound, original.formula,
+                                replace=True)
+        GATES["arctan"] = original  # the very object, so the fused kernel applies again
+        plugin.register_loss_modes()
+    reference = call_loss("sspo", batch, actor_config("sspo"))[0].item()
+    assert reference == pytest.approx(call_loss("sspo_arctan", batch, actor_config("sspo_arctan"))[0].item())
+    assert reference != pytest.approx(losses["sspo"])
+
+
+@pytest.mark.parametrize("name", ["bad name!", "", "Arctan", "my-gate", "gate.v2", None])
+def test_gate_names_are_identifiers(name):
+    with pytest.raises(ValueError, match=r"lowercase letters, digits and '_' only"):
+        sspo_verl.register_gate(name, *ALGEBRAIC)
+    assert not [m for m in POLICY_LOSS_REGISTRY if m.startswith("sspo_") and m[5:] not in GATES]
+
+
+def test_a_gate_that_ignores_tau_is_refused():
+    with pytest.raises(ValueError, match=r"\(v\) w does not depend on tau"):
+        sspo_verl.register_gate("untempered", lambda x, t: torch.atan(x) + 0 * t, lambda x, t: 1 / (1 + x**2) + 0 * t,
+                                lambda t: math.pi / 2)
+    assert "untempered" not in GATES and "sspo_untempered" not in POLICY_LOSS_REGISTRY
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launch checks: main_ppo's validate_config -> ActorConfig.validate (the dry run calls the same)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _validate(overrides):
+    """verl's validate_config on ppo_trainer.yaml with `overrides`, as main_ppo runs it before anything starts."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from sspo_verl.dry_run import compose
+
+    cfg = compose(["algorithm.adv_estimator=grpo", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+                   "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", "actor_rollout_ref.rollout.n=4",
+                   "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+                   "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4", "trainer.n_gpus_per_node=4",
+                   "actor_rollout_ref.actor.policy_loss.loss_mode=sspo",
+                   "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean", *overrides])
+    with plugin.collect_warnings() as warnings:
+        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    return warnings
+
+
+@pytest.mark.parametrize("override,message", [
+    ("actor_rollout_ref.actor.ppo_mini_batch_size=0", "ppo_mini_batch_size=0 must be a whole number >= 1; set "
+     "actor_rollout_ref.actor.ppo_mini_batch_size to a divisor of data.train_batch_size=64, e.g. 32 (2 steps), "
+     "16 (4 steps), 8 (8 steps), 4 (16 steps)."),  # used to be a bare ZeroDivisionError in the dry run only
+    ("actor_rollout_ref.rollout.n=0", "actor_rollout_ref.rollout.n=0 must be a whole number >= 1"),  # used to pass
+    ("actor_rollout_ref.actor.ppo_mini_batch_size=12", "ppo_mini_batch_size=12 does not divide data.train_batch_size=64"),
+    ("actor_rollout_ref.actor.ppo_mini_batch_size=128", "ppo_mini_batch_size=128 is larger than data.train_batch_size=64"),
+    ("actor_rollout_ref.actor.ppo_epochs=0", "actor_rollout_ref.actor.ppo_epochs=0 must be a whole number >= 1"),
+    ("actor_rollout_ref.actor.policy_loss.loss_mode=vanila", "loss_mode=vanila is not registered; known: ["),
+])
+def test_main_ppos_validation_refuses_impossible_batch_settings(override, message):
+    with pytest.raises(ValueError) as error:
+        _validate([override])
+    assert message in str(error.value)
+    assert "STEPS_PER_BATCH" not in str(error.value)  # outside the recipes, only the Hydra key is the fix
+
+
+def test_on_policy_sspo_warns_and_passes():
+    (warning,) = _validate(["actor_rollout_ref.actor.ppo_mini_batch_size=64"])
+    assert "= 1 optimizer step per rollout batch: on-policy, where every SSPO gate is open" in warning
+    assert _validate(["actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_epochs=2"]) == []
+    assert _validate(["actor_rollout_ref.actor.ppo_mini_batch_size=64",  # any other loss: on-policy is its business
+                      "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"]) == []
+
+
+def test_a_value_set_through_a_recipe_knob_names_the_knob(monkeypatch):
+    monkeypatch.setenv("SSPO_RECIPE_KNOBS", "actor_rollout_ref.actor.tau_pos=TAU_POS;"
+                                            "actor_rollout_ref.actor.ppo_mini_batch_size=STEPS_PER_BATCH")
+    monkeypatch.setenv("TAU_POS", "-1")
+    with pytest.raises(Exception, match=r"tau_pos=-1.0 must be .* environment variable TAU_POS='-1': set TAU_POS"):
+        _validate(["actor_rollout_ref.actor.tau_pos=-1.0"])
+    monkeypatch.setenv("STEPS_PER_BATCH", "5")
+    with pytest.raises(ValueError, match=r"variable STEPS_PER_BATCH='5': set STEPS_PER_BATCH to one of the step counts"):
+        _validate(["actor_rollout_ref.actor.ppo_mini_batch_size=12"])

@@ -160,3 +160,69 @@ def test_no_cluster_at_the_address_fails_in_seconds_with_how_to_start_it():
     assert "preflight FAILED: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)" in out.stderr
     assert "bash recipes/multinode/ray_cluster.sh head <head_ip>" in out.stderr
     assert time.monotonic() - start < 60  # composing the config is most of it; no retries against the address
+
+
+def _fake_cluster(monkeypatch, ready: set, alive_per_poll: list, get=lambda ref: {"hostname": "h", "problem": None}):
+    """ray.wait / ray.nodes / ray.get as wait_for_checks sees them: `ready` refs are done at once; each poll of
+    the nodes returns the next entry of alive_per_poll (the addresses alive then; the last one repeats)."""
+    import ray
+
+    polls = []
+
+    def wait(pending, num_returns, timeout):
+        polls.append(timeout)
+        done = [r for r in pending if r in ready]
+        if len(done) < len(pending):
+            time.sleep(timeout)  # as Ray's wait: until the timeout when something is still pending
+        return done, [r for r in pending if r not in ready]
+
+    def nodes():
+        alive = alive_per_poll[min(len(polls), len(alive_per_poll)) - 1]
+        return [{"NodeManagerAddress": ip, "Alive": ip in alive} for ip in ("10.0.0.1", "10.0.0.2")]
+
+    monkeypatch.setattr(ray, "wait", wait)
+    monkeypatch.setattr(ray, "nodes", nodes)
+    monkeypatch.setattr(ray, "get", get)
+    return polls
+
+
+def test_a_node_that_dies_during_the_checks_is_named_at_the_next_poll_not_after_the_timeout(monkeypatch):
+    polls = _fake_cluster(monkeypatch, ready={"ref-a"},
+                          alive_per_poll=[{"10.0.0.1", "10.0.0.2"}, {"10.0.0.1", "10.0.0.2"}, {"10.0.0.1"}])
+    start = time.monotonic()
+    reports = preflight.wait_for_checks({"10.0.0.1": "ref-a", "10.0.0.2": "ref-b"}, timeout_s=600, poll_s=0.05)
+    assert time.monotonic() - start < 5 and len(polls) == 3  # three polls, not the 600 s timeout
+    assert reports["10.0.0.1"] == {"hostname": "h", "problem": None}
+    what, fix = reports["10.0.0.2"]["problem"]
+    assert what == "Ray lost this node during the preflight (it is no longer alive in the cluster)"
+    assert "bash recipes/multinode/ray_cluster.sh worker <head_ip>" in fix
+
+
+def test_a_check_whose_node_died_under_it_names_the_node_death(monkeypatch):
+    from ray.exceptions import NodeDiedError
+
+    def get(ref):
+        raise NodeDiedError("Task failed because the node it was running on is dead or unavailable.")
+
+    _fake_cluster(monkeypatch, ready={"ref-b"}, alive_per_poll=[{"10.0.0.1", "10.0.0.2"}], get=get)
+    reports = preflight.wait_for_checks({"10.0.0.2": "ref-b"}, timeout_s=600, poll_s=0.05)
+    assert reports["10.0.0.2"]["problem"][0] == "Ray lost this node during the preflight (the check task's node died)"
+
+
+def test_a_node_alive_but_silent_is_named_after_the_timeout(monkeypatch):
+    _fake_cluster(monkeypatch, ready=set(), alive_per_poll=[{"10.0.0.1", "10.0.0.2"}])
+    start = time.monotonic()
+    reports = preflight.wait_for_checks({"10.0.0.2": "ref-b"}, timeout_s=0.3, poll_s=0.05)
+    assert 0.3 <= time.monotonic() - start < 5
+    assert reports["10.0.0.2"]["problem"][0] == "no answer within 0.3 s (no Python worker could start there?)"
+
+
+@pytest.mark.slow
+def test_exit_after_ends_a_process_blocked_where_signals_do_not_reach_with_the_message():
+    # the main thread blocks in a C call (a lock without timeout), as in a Ray call whose head stopped answering
+    code = ("import threading, sspo_verl.preflight as p; p.exit_after(0.5, 'preflight FAILED: the head is silent'); "
+            "lock = threading.Lock(); lock.acquire(); lock.acquire()")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert out.returncode == 1 and out.stderr.strip().endswith("preflight FAILED: the head is silent")
+    assert time.monotonic() - start < 60  # importing the package is most of it

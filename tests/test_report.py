@@ -68,3 +68,24 @@ def test_report_writes_plots_and_summary(tmp_path):
     bare = [{k: v for k, v in r.items() if k in ("method", "seed", "step", "reward")} for r in RECORDS]
     (tmp_path / "bare").mkdir()
     assert [p.name for p in plot(bare, tmp_path / "bare")] == ["reward_accuracy.png"]
+
+
+def test_each_axis_names_its_metric_and_an_empty_panel_says_so():
+    """A real verl run logs no importance-weight variance: that panel used to be an empty 0-1 axis."""
+    import matplotlib.pyplot as plt
+
+    from sspo_verl.report import FIGURES, figures
+
+    verl_like = [{k: v for k, v in r.items() if k not in ("token_iw_var", "seq_iw_var")} for r in RECORDS]
+    drawn = figures(verl_like)
+    try:
+        assert sorted(drawn) == sorted(FIGURES)
+        for name, fig in drawn.items():
+            for ax, (key, _, _) in zip(fig.axes, FIGURES[name]):
+                assert ax.get_ylabel() == key
+                empty = key in ("token_iw_var", "seq_iw_var")
+                assert bool(ax.lines) is not empty
+                assert [t.get_text() for t in ax.texts] == ([f"no run logged {key}"] if empty else [])
+    finally:
+        for fig in drawn.values():
+            plt.close(fig)

@@ -1,5 +1,6 @@
 # Shared launcher: setting overrides + method overrides + the user's "$@" (last, so any key can be overridden).
-#   DRY_RUN=1      compose verl's real config, validate it, print the command, exit 0 (no GPU needed)
+#   DRY_RUN=1      compose verl's real config, run main_ppo's own checks on it (verl's validate_config, with the
+#                  plugin's), print the command, exit 0 (no GPU needed); the launch runs the same checks
 #   LAUNCHER=...   what runs the overrides (default: python3 -m verl.trainer.main_ppo); the multi-node recipes
 #                  wrap it in `ray job submit`
 #   PREFLIGHT_ADDRESS=HEAD_IP:PORT  run `python -m sspo_verl.preflight` against that Ray cluster with the same
@@ -21,6 +22,26 @@ COMMON_OVERRIDES=(
   'trainer.logger=["console","tensorboard"]' trainer.val_before_train=True
 )
 
+# Hydra key <- the environment knob the recipes set it from (lib/methods.sh, the recipe files). A bad value is
+# then reported with the variable the user set, not only the key (SSPO_RECIPE_KNOBS, read by sspo_verl.plugin).
+KNOB_KEYS=(
+  actor_rollout_ref.actor.tau_pos=TAU_POS actor_rollout_ref.actor.tau_neg=TAU_NEG
+  actor_rollout_ref.actor.ppo_mini_batch_size=STEPS_PER_BATCH data.train_batch_size=TRAIN_BATCH
+)
+
+# knob_sources <user overrides...>: "key=VAR;..." for each knob that is set and whose key the user did not set again
+knob_sources() {
+  local pair key var arg sources="" overridden
+  for pair in "${KNOB_KEYS[@]}"; do
+    key="${pair%%=*}"; var="${pair#*=}"
+    [ -n "${!var:-}" ] || continue
+    overridden=0
+    for arg in "$@"; do arg="${arg#+}"; arg="${arg#+}"; [ "${arg%%=*}" = "$key" ] && overridden=1; done
+    [ "$overridden" = 1 ] || sources+="${sources:+;}$key=$var"
+  done
+  printf '%s' "$sources"
+}
+
 # run_recipe <method> <setting overrides...> -- <user overrides...>
 # order: common, setting, method (loss lines), experiment name, user: later keys win
 run_recipe() {
@@ -33,6 +54,11 @@ run_recipe() {
   local loss=()
   while IFS= read -r line; do loss+=("$line"); done < <(method_overrides "$method") || return 1
   [ "${#loss[@]}" -gt 0 ] || return 1
+  if [[ " ${loss[*]} " != *".tau_pos="* ]] && { [ -n "${TAU_POS:-}" ] || [ -n "${TAU_NEG:-}" ]; }; then
+    echo "warning: TAU_POS / TAU_NEG are ignored: $method has no temperature (only sapo and sspo* do)" >&2
+  fi
+  SSPO_RECIPE_KNOBS="$(knob_sources "${user[@]+"${user[@]}"}")"
+  export SSPO_RECIPE_KNOBS TAU_POS TAU_NEG STEPS_PER_BATCH TRAIN_BATCH  # the dry run, preflight and main_ppo read them
   local all=("${COMMON_OVERRIDES[@]}" "${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")
   local launcher="${LAUNCHER:-$PYTHON -m verl.trainer.main_ppo}"
   if [ "${DRY_RUN:-0}" = 1 ]; then

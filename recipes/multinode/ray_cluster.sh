@@ -9,6 +9,11 @@
 # PAYLOAD replaces the job's command (default: python3 -m verl.trainer.main_ppo), which receives the recipe's
 # overrides; the bring-up, preflight and submission stay the same.
 # DRY_RUN=1 with submit: compose and check the config and print the full `ray job submit` command.
+# While the job runs, submit watches the cluster (WATCH_NODES_S, default every 10 s): a node that leaves it stops
+# the job. submit exits 1 when the job fails, is stopped or its head stops answering, and its output then ends with
+# the job's last log lines and its status.
+# Token auth is on (RAY_AUTH=off turns it off): the head creates ${RAY_AUTH_TOKEN_PATH:-~/.ray/auth_token} (0600)
+# when it is missing; every other node and the submitting shell need the same file (see docs/MULTINODE.md).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/cluster.sh"
@@ -19,8 +24,12 @@ case "$cmd" in
           ray_worker_start "$head_ip:$RAY_PORT" "${2:-$(route_ip "$head_ip")}" ;;
   submit)
     head_ip="${1:?head ip}"; recipe="${2:?recipe.sh}"; shift 2
-    [ "${DRY_RUN:-0}" = 1 ] || ray_wait_nodes "$head_ip:$RAY_PORT" "${NNODES:-2}" "${WAIT_NODES_S:-120}"
-    PREFLIGHT_ADDRESS="$head_ip:$RAY_PORT" PREFLIGHT_ARGS="--runtime-env $(runtime_env_file) --nodes ${NNODES:-2}" \
-      LAUNCHER="$(job_launcher "$head_ip") ${PAYLOAD:-python3 -m verl.trainer.main_ppo}" bash "$recipe" "$@" ;;
+    export PREFLIGHT_ADDRESS="$head_ip:$RAY_PORT" PREFLIGHT_ARGS="--runtime-env $(runtime_env_file) --nodes ${NNODES:-2}"
+    launcher="$(job_launcher "$head_ip")"
+    export LAUNCHER="$launcher ${PAYLOAD:-python3 -m verl.trainer.main_ppo}"
+    if [ "${DRY_RUN:-0}" = 1 ]; then exec bash "$recipe" "$@"; fi  # no cluster is asked
+    ray_auth_setup client
+    ray_wait_nodes "$head_ip:$RAY_PORT" "${NNODES:-2}" "${WAIT_NODES_S:-120}"
+    ray_job_watched "$head_ip" bash "$recipe" "$@" ;;
   *) echo "unknown command '$cmd': head, worker or submit" >&2; exit 2 ;;
 esac

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from sspo_verl.testbed import cpu_harness as h
 
     h.use_cpu_platform()
-    import sspo_verl  # noqa: F401
+    import sspo_verl.plugin  # noqa: F401  registers the loss modes
 
     logging.getLogger("sspo_verl").setLevel(logging.ERROR)
     h.init_single_process_group()

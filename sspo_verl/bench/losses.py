@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.bench.losses", *(argv or sys.argv[1:])],
                    {**os.environ, _MMAP_ENV: "65536"})
     logging.getLogger("sspo_verl").setLevel(logging.ERROR)
-    import sspo_verl  # noqa: F401  registers the modes
+    import sspo_verl.plugin  # noqa: F401  registers the modes
 
     modes = args.modes.split(",")
     assert modes[0] == "vanilla", "the first mode is the baseline of the ratios"

@@ -1,62 +1,42 @@
-"""GSM8K scoring: the strict `#### <answer>` format, and a tolerant variant reported beside it.
+"""GSM8K scoring: the strict `#### <answer>` format (the reward), and a tolerant reading reported beside it.
 
-strict:   the last `#### <number>` in the response equals the reference (verl's GSM8K convention).
-tolerant: strict, else the last \\boxed{...}, else the last number in the response.
-Numbers compare as values (`1,000` = `1000` = `1000.0` = `$1000`). Malformed responses score 0, never raise.
+strict:   the number after the response's last `####` equals the reference (verl's GSM8K format). Only the last
+          `####` counts: `#### 72\\n#### 5` answers 5, as in verl's own GSM8K scorer, so writing several answers
+          gains nothing; `#### 72 ####` (a last marker with no number) answers nothing.
+tolerant: the strict answer if there is one, else the last \\boxed{<number>}, else the last number.
+Numbers compare as values (`1,000` = `1000` = `1000.0` = `$1000`); ASCII digits only (text.py). Every step runs
+in time linear in the response (text.py).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Optional
+from typing import Any, Optional
 
-_NUMBER = r"-?[\d,]*\.?\d+"
-_STRICT = re.compile(r"####\s*\$?\s*(" + _NUMBER + r")")
-_BOXED = re.compile(r"\\boxed\{\s*\$?\s*(" + _NUMBER + r")\s*\}")
-_ANY = re.compile(_NUMBER)
+from . import text
+from .schema import Verdict
 
-
-def _to_number(text: Optional[str]) -> Optional[float]:
-    if text is None:
-        return None
-    try:
-        return float(text.replace(",", "").replace("$", "").strip())
-    except ValueError:
-        return None
+SOURCES = ("openai/gsm8k", "gsm8k")
+MARKER = "####"
 
 
 def reference_answer(answer_field: str) -> str:
-    """The final answer of a GSM8K reference solution (the text after `####`), commas removed."""
-    match = _STRICT.findall(answer_field)
-    if not match:
+    """The final answer of a GSM8K reference solution (the number after its last `####`), commas removed."""
+    found = text.number_after_last(answer_field, MARKER)
+    if found is None:
         raise ValueError(f"no '#### <number>' in GSM8K answer: {answer_field[-80:]!r}")
-    return match[-1].replace(",", "")
+    return found.replace(",", "")
 
 
-def extract_strict(response: str) -> Optional[str]:
-    found = _STRICT.findall(response or "")
-    return found[-1] if found else None
+def _same(pred: Optional[str], reference: float) -> bool:
+    value = text.to_number(pred)
+    return value is not None and abs(value - reference) <= 1e-9 * max(1.0, abs(reference))  # 1450001 != 1450000
 
 
-def extract_tolerant(response: str) -> Optional[str]:
-    response = response or ""
-    for pattern in (_STRICT, _BOXED, _ANY):
-        found = pattern.findall(response)
-        if found:
-            return found[-1]
-    return None
-
-
-def _same(pred: Optional[str], ground_truth: str) -> bool:
-    a, b = _to_number(pred), _to_number(str(ground_truth))
-    return a is not None and b is not None and abs(a - b) <= 1e-9 * max(1.0, abs(b))  # 1450001 != 1450000
-
-
-def compute_score(solution_str: str, ground_truth: str) -> dict:
-    """{"score": strict accuracy (the reward), "acc_strict": same, "acc_tolerant": tolerant accuracy}."""
-    try:
-        strict = float(_same(extract_strict(solution_str), ground_truth))
-        tolerant = float(_same(extract_tolerant(solution_str), ground_truth))
-    except Exception:  # a reward must never crash a rollout; malformed input scores 0
-        strict = tolerant = 0.0
-    return {"score": strict, "acc_strict": strict, "acc_tolerant": tolerant}
+def score(solution: str, ground_truth: Any) -> Verdict:
+    reference = text.to_number(str(ground_truth).strip())
+    if reference is None:
+        raise ValueError(f"the GSM8K reference answer {ground_truth!r} is not a number: reward_model.ground_truth "
+                         f"holds the number after '####' (python -m sspo_verl.data.prepare gsm8k writes it)")
+    strict = text.number_after_last(solution, MARKER)
+    tolerant = strict if strict is not None else text.boxed_number(solution) or text.last_number(solution)
+    return Verdict(_same(strict, reference), _same(tolerant, reference))

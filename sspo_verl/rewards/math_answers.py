@@ -1,23 +1,52 @@
-"""Math answers (DeepMath-103K, MATH500, AIME) scored with math-verify: the response's last \\boxed{...} (or its
-last math expression) against the reference, compared symbolically. Malformed responses score 0, never raise."""
+"""Math answers (DeepMath-103K, MATH500, AIME) scored with math-verify, symbolically, within a time bound.
+
+The answer sent to math-verify is the response's last \\boxed{...} (found in linear time, text.py), or, when
+there is none, the response's last TAIL_CHARS characters, where math-verify looks for a final expression. So
+math-verify never sees more than about a thousand characters, whatever the response's length.
+
+math-verify runs in worker processes (verifier_pool), so the time bound holds in verl's reward threads and
+Ray workers alike; SSPO_REWARD_TIMEOUT_S and SSPO_REWARD_PROCESSES set it up (settings.py).
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
 
-def _math_verify():
-    try:
-        from math_verify import parse, verify
-    except ImportError as exc:  # pragma: no cover - exercised by the install, not by tests
-        raise ImportError("math rewards need math-verify: pip install 'sspo-verl[math]' (or pip install math-verify)") from exc
-    return parse, verify
+from . import settings, text
+from .schema import Verdict
+from .verifier_pool import shared_pool
+
+SOURCES = ("zwhe99/DeepMath-103K", "HuggingFaceH4/MATH-500", "HuggingFaceH4/aime_2024", "opencompass/AIME2025")
+TAIL_CHARS = 300  # as verl's own math_dapo scorer: the final sentence, not the derivation
+WORKER = [sys.executable, "-m", "sspo_verl.rewards.math_worker"]
 
 
-def compute_score(solution_str: str, ground_truth: str) -> dict:
-    parse, verify = _math_verify()
-    try:
-        gold = parse(f"${ground_truth}$" if "$" not in str(ground_truth) and "\\boxed" not in str(ground_truth) else str(ground_truth))
-        pred = parse(solution_str or "")
-        ok = bool(gold) and bool(pred) and bool(verify(gold, pred))
-    except Exception:  # math-verify can raise on pathological LaTeX; a reward must not
-        ok = False
-    return {"score": float(ok), "acc": float(ok)}
+class ScorerError(RuntimeError):
+    """math-verify raised on this answer (the worker's message and traceback)."""
+
+    def __init__(self, message: str, traceback_text: str = ""):
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+def answer_text(solution: str) -> str:
+    """What math-verify checks: the last \\boxed{...}, else the response's tail."""
+    boxed = text.last_boxed(solution)
+    return f"\\boxed{{{boxed}}}" if boxed is not None else solution[-TAIL_CHARS:]
+
+
+def pool():
+    return shared_pool(WORKER, settings.processes(), settings.timeout_s())
+
+
+def score(solution: str, ground_truth: Any) -> Verdict:
+    gold = "" if ground_truth is None else str(ground_truth).strip()
+    if not gold:
+        raise ValueError(f"the reference answer is empty ({ground_truth!r}): check the row's reward_model.ground_truth")
+    reply = pool().check({"gold": gold, "pred": answer_text(solution)})
+    if reply.get("timeout"):
+        return Verdict(False, timed_out=True)
+    if "error" in reply:
+        raise ScorerError(reply["error"], reply.get("traceback", ""))
+    return Verdict(bool(reply["correct"]), unreadable=reply.get("unreadable"))

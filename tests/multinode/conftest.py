@@ -1,14 +1,17 @@
-"""Fixtures for the multi-node tests: namespaced nodes, their environment, a Python without the plugin.
+"""Fixtures for the multi-node tests: namespaced nodes, their environment, a Python without the plugin, a sampler
+of every process's argv and environment.
 
 Every node is brought up by the recipes' own scripts (recipes/multinode/*), run inside the node's namespace.
 Ray's state goes to per-test temp dirs (RAY_TEMP_DIR per node, HOME and TMPDIR for ~/.ray and Ray's defaults),
-never to /tmp/ray or the real ~/.ray, and every process is stopped by pid when the fixture ends.
+never to /tmp/ray or the real ~/.ray: the recipes' auth token is <workdir>/home/.ray/auth_token. Every process
+is stopped by pid when the fixture ends.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from .leaks import ProcessSampler
 from .netns import Network, NetnsUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +55,20 @@ def network():
         _forget_test_cluster()
 
 
+@pytest.fixture(scope="module")
+def processes(network):
+    """The argv and environment of every process of the module's nodes, sampled until the module ends."""
+    sampler = ProcessSampler(network).start()
+    yield sampler
+    sampler.stop()
+
+
+@pytest.fixture(scope="module")
+def transcript():
+    """Everything the module's commands printed (stdout and stderr), for the leak checks."""
+    return []
+
+
 def _forget_test_cluster():
     # Ray writes the address of the last cluster started here; remove it only if it is one of ours
     current = Path("/tmp/ray/ray_current_cluster")
@@ -72,12 +90,32 @@ def node_env(workdir: Path, k: int, bin_dir: Path = VENV_BIN, **extra) -> dict:
     return env
 
 
-def start_ray_node(net: Network, k: int, workdir: Path, bin_dir: Path = VENV_BIN) -> None:
+def token_path(workdir: Path) -> Path:
+    """Where the recipes keep the auth token in the tests: ~/.ray/auth_token of the nodes' HOME."""
+    return workdir / "home" / ".ray" / "auth_token"
+
+
+def with_token(env: dict, workdir: Path) -> dict:
+    """`env` for a Ray command the test runs itself (the recipes set these in ray_auth_setup)."""
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path(workdir))}
+
+
+def start_ray_node(net: Network, k: int, workdir: Path, bin_dir: Path = VENV_BIN) -> subprocess.CompletedProcess:
     """Node k joins the cluster the way a user starts it: `ray_cluster.sh head|worker` on that node."""
     argv = ["bash", str(RECIPES / "multinode" / "ray_cluster.sh")]
     argv += ["head", net.ip(1)] if k == 1 else ["worker", net.ip(1)]  # a worker finds its own address
     out = net.run(k, argv, env=node_env(workdir, k, bin_dir), timeout=180)
     assert out.returncode == 0, f"ray start on node {k} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def kill_node(net: Network, k: int) -> None:
+    """SIGKILL every process of node k at once: its Ray dies as in a crash, with no chance to say goodbye."""
+    for pid in net.pids(k):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def python_without_plugin(dest: Path) -> Path:

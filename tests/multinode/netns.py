@@ -108,6 +108,19 @@ class Network:
         out = _ip("netns", "pids", self.nodes[k - 1], check=False).stdout
         return [int(p) for p in out.split()]
 
+    def argvs(self, k: int) -> dict[int, str]:
+        """{pid: argv} of node k's processes, read from /proc without starting a process (cheap to poll)."""
+        inode = os.stat(f"/run/netns/{self.nodes[k - 1]}").st_ino
+        found = {}
+        for entry in os.scandir("/proc"):
+            try:
+                if entry.name.isdigit() and os.stat(f"/proc/{entry.name}/ns/net").st_ino == inode:
+                    argv = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                    found[int(entry.name)] = argv.replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:  # it ended while we looked
+                continue
+        return found
+
     # -- tear-down -------------------------------------------------------------------------------------
 
     def stop_node(self, k: int, grace_s: float = 5.0) -> None:

@@ -1,4 +1,4 @@
-"""GSM8K scoring against the shipped reference solutions."""
+"""GSM8K scoring against the shipped reference solutions, and the format decisions (gsm8k.py docstring)."""
 
 import json
 import random
@@ -21,7 +21,8 @@ def test_every_reference_solution_scores_one_against_its_own_answer(references):
     assert len(references) == 1319
     for r in references:
         result = compute_score("openai/gsm8k", r["answer"], reference_answer(r["answer"]))
-        assert result == {"score": 1.0, "acc_strict": 1.0, "acc_tolerant": 1.0}, r["answer"][-60:]
+        assert result == {"score": 1.0, "acc": 1.0, "acc_tolerant": 1.0, "timeout": 0.0, "scorer_error": 0.0}, \
+            r["answer"][-60:]
 
 
 def test_perturbed_answers_score_zero(references):
@@ -37,12 +38,20 @@ def test_perturbed_answers_score_zero(references):
     ("The answer is \\boxed{18}.", 0.0, 1.0),
     ("I think 7, no wait, 18", 0.0, 1.0),
     ("#### 17 ... actually #### 18", 1.0, 1.0),  # the last #### wins
+    ("#### 18\n#### 5", 0.0, 0.0),  # ... also against the right answer: several answers gain nothing
+    ("#### 5\n#### 18", 1.0, 1.0),
+    ("#### 18 ####", 0.0, 1.0),  # a last marker with no number: no strict answer; the last number is 18
     ("#### 18.0", 1.0, 1.0),
+    ("####\n\n  $ 18", 1.0, 1.0),  # whitespace and one $ between the marker and the number
+    ("#### ١٨", 0.0, 0.0),  # Arabic-Indic digits are not numbers here (ASCII only)
+    ("#### １８", 0.0, 0.0),  # nor fullwidth ones
+    ("\\boxed{18} and then \\boxed{x}", 0.0, 1.0),  # the last \\boxed is not a number: the last number wins
+    ("\\boxed{ $18$ }", 0.0, 1.0),
     ("", 0.0, 0.0),
 ])
 def test_strict_and_tolerant(response, strict, tolerant):
     result = compute_score("openai/gsm8k", response, "18")
-    assert (result["acc_strict"], result["acc_tolerant"]) == (strict, tolerant)
+    assert (result["score"], result["acc"], result["acc_tolerant"]) == (strict, strict, tolerant)
 
 
 def test_malformed_outputs_never_raise():
@@ -64,3 +73,8 @@ def test_loads_through_verls_custom_reward_function_config():
     fn = get_custom_reward_fn(cfg)
     result = fn(data_source="openai/gsm8k", solution_str="... #### 18", ground_truth="18", extra_info={"index": 0})
     assert result["score"] == 1.0 and result["acc_tolerant"] == 1.0
+
+
+def test_a_reference_that_is_not_a_number_is_a_counted_scorer_error():
+    result = compute_score("openai/gsm8k", "#### 18", "eighteen")
+    assert result == {"score": 0.0, "acc": 0.0, "acc_tolerant": 0.0, "timeout": 0.0, "scorer_error": 1.0}
