@@ -26,6 +26,7 @@
 #          arithmetic, GSM8K-format and MATH-format rows (sspo_verl/testbed/cpu_recipe.py, made on first use)
 #   sizes: 16 prompts x 8 samples per rollout batch, 16 response tokens, lr 1e-4 with warm-up: a 0.3M model
 #   logger: console, file (VERL_FILE_LOGGER_PATH) and tensorboard (TENSORBOARD_DIR), both under RUN_DIR
+# Like the multi-node recipes, Ray runs with token auth (the token file ~/.ray/auth_token, made 0600 when missing).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/run.sh"
 METHOD="${1:?usage: $0 <method> [hydra overrides...]}"; shift
@@ -36,6 +37,10 @@ STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
 NGPUS="${NGPUS:-1}"
 
 "$PYTHON" -m sspo_verl.testbed.cpu_recipe --out "$DATA_DIR"
+# Ray's token auth, as on a cluster (recipes/multinode/cluster.sh): main_ppo's local Ray otherwise writes a token
+# of its own, readable by everyone, to ~/.ray/auth_token. RAY_AUTH=off opts out.
+source "$RECIPES_DIR/multinode/cluster.sh"
+[ "${DRY_RUN:-0}" = 1 ] || ray_auth_setup head
 # the CPU platform and the rollout backend load as top-level modules in every verl process (driver and Ray workers)
 TESTBED_DIR="$("$PYTHON" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("sspo_verl").origin), "testbed"))')"
 export PYTHONPATH="$TESTBED_DIR${PYTHONPATH:+:$PYTHONPATH}"

@@ -31,8 +31,10 @@ def data_dir(tmp_path_factory) -> Path:
 def cpu_tiny(method: str, data_dir: Path, run_dir: Path, *overrides: str, timeout: int = 600,
              **env: str) -> subprocess.CompletedProcess:
     """`bash recipes/cpu_tiny.sh <method> <overrides>` for STEPS steps, validating before and after training."""
+    home = run_dir / "home"  # Ray's auth token goes to ~/.ray: never the real one
+    home.mkdir(exist_ok=True)
     environ = {**os.environ, "PYTHON": sys.executable, "DATA_DIR": str(data_dir), "RUN_DIR": str(run_dir),
-               "STEPS": str(STEPS), "PYTHONUNBUFFERED": "1", **env}
+               "STEPS": str(STEPS), "PYTHONUNBUFFERED": "1", "HOME": str(home), **env}
     environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"  # ray, python3 -> venv
     proc = subprocess.run(["bash", "recipes/cpu_tiny.sh", method, f"trainer.test_freq={STEPS}", *overrides],
                           cwd=REPO, env=environ, capture_output=True, text=True, timeout=timeout)
