@@ -1,5 +1,6 @@
 # Two entry points, each sets itself up from a fresh clone:
-#   make run    - the main job on its default: the off-policy testbed (CPU, grpo_dapo vs sspo, 3 seeds)
+#   make run    - the main job on its default: the off-policy testbed (CPU, 2 workers: on-policy grpo, and grpo_dapo
+#                 and sspo at the sweep's chosen knobs, 3 seeds; ARGS="--full" for every method)
 #   make test   - the test suite (make test-fast skips the slow ones)
 # make demo: the loss modes' gradient weights on real verl objects (seconds).
 PYTHON ?= python3

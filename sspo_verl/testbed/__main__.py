@@ -4,4 +4,5 @@ import sys
 
 from .run import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (spawned) import this module again: they must not run the job
+    sys.exit(main())

@@ -8,17 +8,24 @@ then the end-of-sequence token. The last number is the answer, as on GSM8K's `##
 
 The verifier gives 1 when the response is exactly a list of numbers whose last one is the answer
 (a strict format, like the GSM8K reward), else 0.
+
+Every problem belongs to one split by a hash of its prompt: "val" and "test" (the two held-out sets: a sweep
+chooses its knobs on one and reports on the other) and "train" (the cold start and the RL prompts), so no
+held-out problem is ever trained on, and the two held-out sets are disjoint.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 CHARS = "0123456789+-=,"
-HELDOUT_SEED = 1  # the held-out problems: one set for every seed and method
+SPLITS = ("train", "val", "test")
+HELDOUT_SEEDS = {"val": 1, "test": 2}  # each held-out set is one fixed sample: the same for every seed and method
+_SPLIT_BUCKETS = 8  # crc32(prompt) % 8: bucket 0 is val, 1 is test, the rest (3/4 of the problems) train
 PAD, EOS = "<pad>", "</s>"
 _ANSWER = re.compile(r"^(?:-?\d+,)*(-?\d+)$")  # running totals, comma-separated; the last is the answer
 
@@ -52,12 +59,38 @@ class ArithmeticTask:
         prompt = str(numbers[0]) + "".join(op + str(n) for op, n in zip(ops, numbers[1:])) + "="
         return Problem(prompt=prompt, solution=",".join(map(str, totals)), answer=total)
 
-    def problems(self, n: int, seed: int) -> list[Problem]:
-        rng = random.Random(seed)
-        return [self.sample(rng) for _ in range(n)]
+    @property
+    def size(self) -> int:
+        """How many distinct problems there are (prompts differ)."""
+        return (self.max_operand + 1) ** self.n_operands * 2 ** (self.n_operands - 1)
 
-    def heldout(self, n: int) -> list[Problem]:
-        return self.problems(n, seed=HELDOUT_SEED)
+    def problems(self, n: int, seed: int, split: str = "train") -> list[Problem]:
+        """`n` problems of `split` drawn with replacement (a stream of prompts), deterministic in `seed`."""
+        _check_split(split)
+        rng = random.Random(seed)
+        out = []
+        while len(out) < n:
+            p = self.sample(rng)
+            if split_of(p.prompt) == split:
+                out.append(p)
+        return out
+
+    def heldout(self, n: int, split: str = "val") -> list[Problem]:
+        """`n` distinct problems of the held-out `split` ("val" or "test"): one fixed set per split."""
+        if split not in HELDOUT_SEEDS:
+            raise ValueError(f"held-out split {split!r}: choose one of {', '.join(HELDOUT_SEEDS)}")
+        most = int(0.6 * self.size / _SPLIT_BUCKETS)  # a split holds about size / 8 problems: leave a margin
+        if n > most:
+            raise ValueError(f"{n} held-out problems asked of a task with {self.size} problems (about "
+                             f"{self.size // _SPLIT_BUCKETS} per held-out split): ask for at most {most}, "
+                             f"or raise max_operand / n_operands")
+        rng, seen, out = random.Random(HELDOUT_SEEDS[split]), set(), []
+        while len(out) < n:
+            p = self.sample(rng)
+            if split_of(p.prompt) == split and p.prompt not in seen:
+                seen.add(p.prompt)
+                out.append(p)
+        return out
 
     @property
     def max_prompt_chars(self) -> int:
@@ -65,13 +98,34 @@ class ArithmeticTask:
 
     @property
     def max_solution_chars(self) -> int:
-        # each running total has at most len(str(n_operands * max_operand)) digits and a sign, plus a comma
-        return (self.n_operands - 1) * (len(str(self.n_operands * self.max_operand)) + 2)
+        # each running total has at most len(str(n_operands * max_operand + 1)) digits (+ 1: a flawed
+        # demonstration's final total, see `flawed`) and a sign, plus a comma
+        return (self.n_operands - 1) * (len(str(self.n_operands * self.max_operand + 1)) + 2)
 
     @property
     def response_len(self) -> int:
         """Response tokens to sample: the longest solution and its EOS."""
         return self.max_solution_chars + 1
+
+
+def flawed(problem: Problem) -> str:
+    """The solution with its final total off by one (answer + 1): a demonstration of mixed quality's wrong half.
+
+    A cold start on a mix of right and flawed demonstrations gives a policy that samples the right answer some of
+    the time on every problem (pass@k far above pass@1): something for RL to sharpen (testbed-probe.md)."""
+    totals = problem.solution.split(",")
+    return ",".join(totals[:-1] + [str(problem.answer + 1)])
+
+
+def split_of(prompt: str) -> str:
+    """The split a problem belongs to, from a hash of its prompt (stable across processes and Python versions)."""
+    bucket = zlib.crc32(prompt.encode()) % _SPLIT_BUCKETS
+    return "val" if bucket == 0 else "test" if bucket == 1 else "train"
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
 
 
 def reward(response: str, answer: int) -> float:

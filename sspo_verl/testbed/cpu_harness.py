@@ -62,8 +62,13 @@ def init_single_process_group(port: int | None = None, backend: str = "gloo") ->
         dist.init_process_group(backend=backend, rank=0, world_size=1)
 
 
-def make_engine(model_path: str | Path, micro_batch_size: int = 2, lr: float = 1e-3, dtype: str = "fp32"):
-    """verl's FSDP2 language-model engine on CPU, initialized."""
+def make_engine(model_path: str | Path, micro_batch_size: int = 2, lr: float = 1e-3, dtype: str = "fp32",
+                lr_warmup_steps: int = -1, total_training_steps: int = -1, optimizer_overrides: dict | None = None):
+    """verl's FSDP2 language-model engine on CPU, initialized.
+
+    lr_warmup_steps > 0: verl's linear warm-up from 0, one step per `engine.lr_scheduler_step()`, which verl's
+    worker calls once per rollout batch (a caller that never calls it trains at lr 0 for ever).
+    optimizer_overrides: keyword arguments for the optimizer (verl's optim.override_optimizer_config)."""
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
     from verl.workers.engine import EngineRegistry
@@ -77,8 +82,11 @@ def make_engine(model_path: str | Path, micro_batch_size: int = 2, lr: float = 1
         micro_batch_size_per_gpu=micro_batch_size, max_token_len_per_gpu=1 << 16,
     )
     engine_config.use_remove_padding = False
+    optimizer_config = FSDPOptimizerConfig(lr=lr, clip_grad=1.0, lr_warmup_steps=lr_warmup_steps,
+                                           total_training_steps=total_training_steps,
+                                           override_optimizer_config=optimizer_overrides)
     engine = EngineRegistry.new(model_type="language_model", backend="fsdp2", model_config=model_config,
-                                engine_config=engine_config, optimizer_config=FSDPOptimizerConfig(lr=lr, clip_grad=1.0),
+                                engine_config=engine_config, optimizer_config=optimizer_config,
                                 checkpoint_config=CheckpointConfig())
     engine.initialize()
     return engine

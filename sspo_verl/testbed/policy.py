@@ -6,13 +6,14 @@ position ids counted over real tokens, so the engine's recomputed log-probs matc
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .arithmetic import ArithmeticTask, Problem, reward
+from .arithmetic import ArithmeticTask, Problem, flawed, reward
 from .cpu_harness import position_ids
 
 MODEL_SIZES = {  # Qwen2 architecture; "small" 0.31M parameters (CPU), "medium" ~10M (GPU)
@@ -130,21 +131,34 @@ def accuracy(model, tokenizer, problems: list[Problem], prompt_len: int, respons
     return correct / len(problems)
 
 
-def cold_start(model, tokenizer, task: ArithmeticTask, steps: int, batch_size: int, lr: float, seed: int,
-               prompt_len: int, response_len: int, on_step: Callable[[int, float], None] | None = None) -> None:
-    """Supervised fine-tuning on reference solutions (cross-entropy on response tokens), in place.
+def demonstrations(task: ArithmeticTask, n: int, seed: int, flawed_fraction: float = 0.0) -> list[tuple[Problem, str]]:
+    """`n` (problem, target) pairs of the train split for the cold start: the target is the solution, or with
+    probability `flawed_fraction` (drawn for each demonstration) the solution with its final total off by one."""
+    if not 0.0 <= flawed_fraction < 1.0:
+        raise ValueError(f"flawed_fraction={flawed_fraction} must be in [0, 1): some demonstrations must be right")
+    problems = task.problems(n, seed=10_000 + seed)  # train split; a stream apart from RL's (seed 100 + seed)
+    rng = random.Random(20_000 + seed)
+    return [(p, flawed(p) if rng.random() < flawed_fraction else p.solution) for p in problems]
 
-    Short on purpose: RL should start from a policy that is right some of the time, as an Instruct model is
-    on GSM8K (greedy accuracy about 0.4 and sampled accuracy about 0.25 with the defaults)."""
+
+def cold_start(model, tokenizer, task: ArithmeticTask, steps: int, batch_size: int, lr: float, seed: int,
+               prompt_len: int, response_len: int, on_step: Callable[[int, float], None] | None = None,
+               flawed_fraction: float = 0.0) -> None:
+    """Supervised fine-tuning on demonstrations (cross-entropy on response tokens), in place.
+
+    flawed_fraction: the share of demonstrations whose final total is answer + 1 (`arithmetic.flawed`), drawn
+    afresh for every demonstration. The policy then puts about that much probability on the wrong answer on every
+    problem, while sampling the right one often: RL has something to sharpen, as it has on an Instruct model."""
     device = next(model.parameters()).device
-    problems = task.problems(steps * batch_size, seed=10_000 + seed)  # disjoint from RL and held-out streams
+    pairs = demonstrations(task, steps * batch_size, seed, flawed_fraction)
+    problems, targets = [p for p, _ in pairs], [t for _, t in pairs]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
     model.train()
     for step in range(steps):
         chunk = problems[step * batch_size:(step + 1) * batch_size]
         p_ids, p_mask = encode_prompts(tokenizer, chunk, prompt_len)
-        r_ids, r_mask = encode_solutions(tokenizer, [p.solution for p in chunk], response_len)
+        r_ids, r_mask = encode_solutions(tokenizer, targets[step * batch_size:(step + 1) * batch_size], response_len)
         ids, mask = torch.cat([p_ids, r_ids], 1).to(device), torch.cat([p_mask, r_mask], 1).to(device)  # (B, P+R)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits  # (B, P+R, V)
         # the token at P+t is predicted from position P+t-1

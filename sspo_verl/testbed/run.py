@@ -1,38 +1,34 @@
 """The off-policy testbed: cold-start a tiny Qwen2 on arithmetic, then compare loss modes under GRPO-style RL
 with M mini-batches per rollout batch, every update through verl's FSDP2 engine and ppo_loss.
 
-    python -m sspo_verl.testbed                   # grpo_dapo vs sspo, 3 seeds, CPU (a few minutes on 2 cores)
+    python -m sspo_verl.testbed                   # on-policy grpo; grpo_dapo and sspo at M = 16; 3 seeds, CPU
     python -m sspo_verl.testbed --full            # every method x 3 seeds
     python -m sspo_verl.testbed --device cuda     # a larger model and batch on a GPU
+    python -m sspo_verl.testbed.sweep             # each method's knob x M in {1, 2, 4, 8, 16} x 3 seeds
 
-Writes a run folder: config.json, metrics.jsonl (one record per method, seed and step), summary.md (table),
-reward_accuracy.png, importance_weights.png, entropy.png.
+The methods run at the knobs the committed sweep chose on its val split (`sweep.CHOSEN`; --knobs default for the
+recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method, seed and step, step 0
+and the final evaluation included), summary.md (tables), reward_accuracy.png, importance_weights.png, entropy.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import logging
-import shutil
 import sys
-import tempfile
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 from ..methods import METHODS
-from ..report import markdown_table, summarize, write_report
 
 DEFAULT_METHODS = ["grpo_dapo", "sspo"]
 FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 BASELINE = "grpo_dapo"  # vanilla PPO clip with DAPO's clip-higher: the GRPO the paper compares against
-PRESETS = {  # per device: model size, rollout batch, cold start
-    "cpu": dict(model_size="small", prompts=32, sft_steps=500, sft_batch=64),
-    "cuda": dict(model_size="medium", prompts=128, sft_steps=3000, sft_batch=256),
+ON_POLICY_CONTROL = "grpo"  # run at M = 1: does RL learn here at all, with no off-policy drift?
+PRESETS = {  # per device: model size, rollout batch, cold start, workers
+    "cpu": dict(model_size="small", prompts=32, sft_steps=300, sft_batch=64),
+    "cuda": dict(model_size="medium", prompts=128, sft_steps=1500, sft_batch=256),
 }
 
 
@@ -41,148 +37,146 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--on-policy-control", default=ON_POLICY_CONTROL,
+                   help="a method also run at M = 1 (the on-policy control), or 'none'")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (each seed has its own cold start)")
     p.add_argument("--full", action="store_true", help=f"every method ({', '.join(FULL_METHODS)}) x 3 seeds")
-    p.add_argument("--steps", type=int, default=16, help="RL steps (rollout batches) per run")
+    p.add_argument("--steps", type=int, default=30, help="RL steps (rollout batches) per run")
     p.add_argument("--prompts", type=int, default=None, help="prompts per rollout batch (default: per device)")
     p.add_argument("--group-size", type=int, default=8, help="samples per prompt (G)")
-    p.add_argument("--mini-batches", type=int, default=8, help="optimizer steps per rollout batch (M; 1 = on-policy)")
-    p.add_argument("--lr", type=float, default=1e-4, help="actor learning rate (verl's AdamW)")
-    p.add_argument("--tau-pos", type=float, default=None, help="SSPO/SAPO temperature for A > 0 (default 1.0)")
-    p.add_argument("--tau-neg", type=float, default=None, help="SSPO/SAPO temperature for A <= 0 (default 1.05)")
+    p.add_argument("--mini-batches", type=int, default=16,
+                   help="optimizer steps per rollout batch (M; 1 = on-policy). 16: the sweep's most off-policy degree, "
+                        "moderately stressed at lr 3e-5 (grpo_dapo clips 1.9%% of tokens; docs/results/drift-map), "
+                        "the only M at which the sweep tells the methods apart")
+    p.add_argument("--lr", type=float, default=3e-5, help="actor learning rate (verl's AdamW)")
+    p.add_argument("--warmup-steps", type=int, default=5,
+                   help="verl's linear lr warm-up, in rollout batches (the scheduler steps once per batch)")
+    p.add_argument("--knobs", choices=["chosen", "default"], default="chosen",
+                   help="chosen: each method's clip range or temperatures chosen by the committed sweep; "
+                        "default: the recipes' (sspo_verl/methods.py)")
+    p.add_argument("--tau-pos", type=float, default=None, help="SSPO/SAPO temperature for A > 0")
+    p.add_argument("--tau-neg", type=float, default=None, help="SSPO/SAPO temperature for A <= 0")
+    p.add_argument("--tau-from-clip", type=float, nargs=2, default=None, metavar=("CLIP_LOW", "CLIP_HIGH"),
+                   help="SSPO/SAPO temperatures at which each gate passes half its gradient at r = 1 + CLIP_HIGH "
+                        "(A > 0) and r = 1 - CLIP_LOW (A <= 0), e.g. 0.2 0.28 (python -m sspo_verl.calibrate)")
     p.add_argument("--eval-every", type=int, default=2, help="held-out accuracy every this many steps")
-    p.add_argument("--heldout", type=int, default=256, help="held-out problems (greedy)")
+    p.add_argument("--heldout", type=int, default=256, help="problems in each held-out split (val, test), greedy")
     p.add_argument("--operands", type=int, default=3, help="numbers per problem")
-    p.add_argument("--max-operand", type=int, default=19, help="largest number in a problem")
+    p.add_argument("--max-operand", type=int, default=9, help="largest number in a problem")
+    p.add_argument("--flawed-fraction", type=float, default=0.7,
+                   help="share of cold-start demonstrations whose final total is off by one (RL sharpens it away)")
     p.add_argument("--sft-steps", type=int, default=None, help="cold-start steps (default: per device)")
+    p.add_argument("--sft-batch", type=int, default=None, help="cold-start batch (default: per device)")
     p.add_argument("--model-size", default=None, help="small or medium (default: per device)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs in parallel, one process each (default: 2 on CPU, 1 on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 on CPU)")
     p.add_argument("--out", default=None, help="run folder (default: runs/testbed-<time>)")
     args = p.parse_args(argv)
     if args.full:
         args.methods, args.seeds = ",".join(FULL_METHODS), 3
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in METHODS]
+    control = None if args.on_policy_control == "none" else args.on_policy_control
+    unknown = [m for m in args.methods + ([control] if control else []) if m not in METHODS]
     if unknown:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if control in args.methods:
+        p.error(f"--methods includes {control}, the on-policy control (run at M = 1): pass --on-policy-control none, "
+                f"or another method")
+    args.on_policy_control = control
+    if args.tau_from_clip and (args.tau_pos is not None or args.tau_neg is not None):
+        p.error(f"--tau-from-clip {' '.join(map(str, args.tau_from_clip))} conflicts with --tau-pos {args.tau_pos} "
+                f"--tau-neg {args.tau_neg}: both set the temperatures; give one of them")
     for key, value in PRESETS[args.device].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if args.workers is None:
+        from .jobs import default_workers
+
+        args.workers = default_workers(args.device)
+    if args.threads is None and args.device == "cpu":
+        args.threads = 1
     return args
 
 
-@contextlib.contextmanager
-def _quiet():
-    """verl's engine prints memory reports and warnings at start-up; keep the progress lines readable."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+def method_knob(method: str, args) -> tuple[tuple[tuple[str, float], ...], str]:
+    """(actor overrides, label) of `method` in this job: explicit temperatures, else --tau-from-clip, else the
+    sweep's chosen knob (--knobs chosen), else the recipes' default."""
+    soft = "tau_pos" in METHODS[method]
+    if soft and (args.tau_pos is not None or args.tau_neg is not None):
+        knob = {k: v for k, v in (("tau_pos", args.tau_pos), ("tau_neg", args.tau_neg)) if v is not None}
+        return tuple(knob.items()), "tau " + "/".join(f"{v:.3g}" for v in knob.values())
+    if soft and args.tau_from_clip:
+        from ..calibrate import taus_from_clip
 
+        low, high = args.tau_from_clip
+        tau_pos, tau_neg = taus_from_clip(METHODS[method]["loss_mode"], low, high)
+        return (("tau_pos", tau_pos), ("tau_neg", tau_neg)), f"tau from clip {low:g}/{high:g}"
+    if args.knobs == "chosen":
+        from .sweep import CHOSEN
 
-def _setup_device(device: str) -> None:
-    import torch
-
-    from . import cpu_harness as h
-
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
-        h.init_single_process_group(backend="nccl")
-    else:
-        h.use_cpu_platform()
-        h.init_single_process_group()
-
-
-def cold_start_checkpoint(args, task, seed: int, path: Path) -> dict:
-    """A fresh tiny Qwen2 fine-tuned on reference solutions; returns its greedy held-out accuracy."""
-    from . import policy as pol
-    from .arithmetic import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    pol.make_policy(path, tokenizer, args.model_size, seed=seed)
-    model = pol.load_policy(path, args.device)
-    t0 = time.perf_counter()
-    pol.cold_start(model, tokenizer, task, args.sft_steps, args.sft_batch, lr=3e-3, seed=seed,
-                   prompt_len=task.max_prompt_chars, response_len=task.response_len)
-    model.save_pretrained(path)
-    acc = pol.accuracy(model, tokenizer, task.heldout(args.heldout), task.max_prompt_chars, task.response_len)
-    return {"seed": seed, "sft_heldout_acc": acc, "sft_s": time.perf_counter() - t0,
-            "parameters": sum(p.numel() for p in model.parameters())}
-
-
-def _progress(r: dict, total_steps: int, started: float) -> str:
-    cells = [f"[{r['method']} seed {r['seed']}] step {r['step'] + 1:>2}/{total_steps}",
-             f"reward {r['reward']:.3f}"]
-    if "val_acc" in r:
-        cells.append(f"held-out {r['val_acc']:.3f}")
-    cells += [f"kl {r.get('ppo_kl', float('nan')):.4f}", f"token IW var {r.get('token_iw_var', float('nan')):.3g}",
-              f"entropy {r['entropy']:.3f}", f"{time.perf_counter() - started:.0f}s"]
-    return "  ".join(cells)
+        if method in CHOSEN:
+            label, knob = CHOSEN[method]
+            return tuple(knob.items()), label
+    return (), ""
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    import sspo_verl  # noqa: F401  (the loss modes; verl's entry point also loads them)
-
+    from ..report import markdown_table, summarize, write_report
+    from . import analysis, jobs
     from .arithmetic import ArithmeticTask
-    from .grpo import GRPOTrainer, RLConfig
+    from .grpo import RLConfig
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    logging.getLogger("sspo_verl").setLevel(logging.ERROR)  # grpo_dapo's token-mean is intended here
     out = Path(args.out or f"runs/testbed-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     task = ArithmeticTask(n_operands=args.operands, max_operand=args.max_operand)
     rl = RLConfig(steps=args.steps, prompts=args.prompts, group_size=args.group_size, mini_batches=args.mini_batches,
-                  lr=args.lr, eval_every=args.eval_every, heldout=args.heldout)
-    taus = {k: v for k, v in (("tau_pos", args.tau_pos), ("tau_neg", args.tau_neg)) if v is not None}
-    config = {"argv": sys.argv[1:] if argv is None else list(argv), "methods": args.methods, "seeds": args.seeds,
-              "rl": asdict(rl), "task": asdict(task), "device": args.device, "model_size": args.model_size,
-              "sft_steps": args.sft_steps, "sft_batch": args.sft_batch, "taus": taus, "torch_threads": torch.get_num_threads()}
-    print(f"testbed: {', '.join(args.methods)} x {args.seeds} seeds, {rl.steps} steps of {rl.prompts}x{rl.group_size} "
-          f"samples in {rl.mini_batches} mini-batches, lr {rl.lr}, device {args.device} -> {out}", flush=True)
-    _setup_device(args.device)
+                  lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, heldout=args.heldout)
+    runs = []
+    for seed in range(args.seeds):
+        if args.on_policy_control:
+            runs.append(jobs.Run(args.on_policy_control, seed, 1))
+        for method in args.methods:
+            knob, label = method_knob(method, args)
+            runs.append(jobs.Run(method, seed, rl.mini_batches, knob, label))
+    config = {"argv": sys.argv[1:] if argv is None else list(argv), "methods": args.methods,
+              "on_policy_control": args.on_policy_control, "seeds": args.seeds, "rl": asdict(rl), "task": asdict(task),
+              "device": args.device, "model_size": args.model_size, "sft_steps": args.sft_steps,
+              "sft_batch": args.sft_batch, "flawed_fraction": args.flawed_fraction, "workers": args.workers,
+              "threads": args.threads, "runs": [asdict(r) for r in runs]}
+    print(f"testbed: {', '.join(args.methods)} (M = {rl.mini_batches}) and {args.on_policy_control or 'no'} on-policy "
+          f"control (M = 1) x {args.seeds} seeds, {rl.steps} steps of {rl.prompts}x{rl.group_size} samples, lr {rl.lr} "
+          f"(warm-up {rl.warmup_steps}), device {args.device}, {args.workers} worker(s) -> {out}", flush=True)
 
     started = time.perf_counter()
-    records: list[dict] = []
-    checkpoints = Path(tempfile.mkdtemp(prefix="sspo-testbed-"))
-    try:
-        with open(out / "metrics.jsonl", "w") as log:
-            config["cold_start"] = []
-            for seed in range(args.seeds):
-                ckpt = checkpoints / f"seed{seed}"
-                with _quiet():
-                    info = cold_start_checkpoint(args, task, seed, ckpt)
-                config["cold_start"].append(info)
-                print(f"cold start seed {seed}: held-out accuracy {info['sft_heldout_acc']:.3f} "
-                      f"({info['parameters'] / 1e6:.2f}M parameters, {info['sft_s']:.0f}s)", flush=True)
-                for method in args.methods:
-                    soft = "tau_pos" in METHODS[method]
-                    with _quiet():
-                        trainer = GRPOTrainer(method, seed, ckpt, task, rl, args.device, **(taus if soft else {}))
-                    for k in range(rl.steps):
-                        with _quiet():
-                            record = trainer.step(k)
-                        records.append(record)
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                        print(_progress(record, rl.steps, started), flush=True)
-                    records.append(trainer.final_record())
-                    log.write(json.dumps(records[-1]) + "\n")
-                    del trainer
-        config["wall_s"] = time.perf_counter() - started
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        header = (f"# Testbed: {', '.join(args.methods)} x {args.seeds} seeds ({args.device})\n\n"
-                  f"`python -m sspo_verl.testbed {' '.join(config['argv'])}`: {rl.steps} RL steps of "
-                  f"{rl.prompts} prompts x {rl.group_size} samples, {rl.mini_batches} mini-batches per step, lr {rl.lr}; "
-                  f"{task.n_operands}-number arithmetic up to {task.max_operand}; {config['wall_s'] / 60:.1f} min.")
-        baseline = BASELINE if BASELINE in args.methods else args.methods[0]
-        write_report(records, out, baseline, header)
-    finally:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    with jobs.cold_started(args, task) as (config["cold_start"], checkpoints):
+        results = jobs.execute_all(runs, checkpoints, task, rl, args.workers, args.device, args.threads)
+    records = [r for result in results for r in result["records"]]
+    with open(out / "metrics.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    config["wall_s"] = time.perf_counter() - started
+    config["run_wall_s"] = [result["wall_s"] for result in results]
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    header = (f"# Testbed: {', '.join(args.methods)} x {args.seeds} seeds ({args.device})\n\n"
+              f"`python -m sspo_verl.testbed {' '.join(config['argv'])}`: {rl.steps} RL steps of "
+              f"{rl.prompts} prompts x {rl.group_size} samples, {rl.mini_batches} mini-batches per step "
+              f"({args.on_policy_control or 'no'} on-policy control at 1), lr {rl.lr} with {rl.warmup_steps} warm-up "
+              f"steps; {task.n_operands}-number arithmetic up to {task.max_operand}, cold start on demonstrations "
+              f"{args.flawed_fraction:.0%} flawed; {config['wall_s'] / 60:.1f} min with {args.workers} worker(s).")
+    baseline = BASELINE if BASELINE in args.methods else args.methods[0]
+    path = write_report(records, out, baseline, header)
+    extra = ["", "## Learning over the cold start (held-out val split; test in metrics.jsonl)", "",
+             analysis.learning_table(records), "", "## Learning on the test split", "",
+             analysis.learning_table(records, "test_acc"), "",
+             "## Drift per mini-batch index (mean over steps and seeds)", "",
+             "abs_log_ratio: mean |log r|; ppo_kl: verl's; pg_clipfrac: the hard clip's share of tokens; w_below_half: "
+             "the soft gate's tokens below half weight; outside_clip_band: tokens a 0.2/0.28 token clip would cut, "
+             "the same yardstick for every method.", "", analysis.drift_table(records), ""]
+    path.write_text(path.read_text() + "\n".join(extra))
     print(markdown_table(summarize(records, baseline)), flush=True)
+    print(analysis.learning_table(records), flush=True)
     print(f"run folder: {out} ({config['wall_s'] / 60:.1f} min)", flush=True)
     return 0

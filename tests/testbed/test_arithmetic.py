@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer, reward
+from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer, flawed, reward, split_of
 
 TASK = ArithmeticTask(n_operands=3, max_operand=19)
 
@@ -48,3 +48,37 @@ def test_tokenizer_round_trip(tmp_path):
 def test_bad_task():
     with pytest.raises(ValueError, match="n_operands=1"):
         ArithmeticTask(n_operands=1)
+
+
+def test_splits_are_disjoint_and_fixed():
+    task = ArithmeticTask(n_operands=3, max_operand=9)
+    val, test = task.heldout(256, "val"), task.heldout(256, "test")
+    assert val == task.heldout(256, "val")  # one fixed set per split, whatever the run
+    val_prompts, test_prompts = {p.prompt for p in val}, {p.prompt for p in test}
+    assert len(val_prompts) == 256 and len(test_prompts) == 256  # distinct problems
+    assert not val_prompts & test_prompts
+    train = {p.prompt for seed in range(3) for p in task.problems(2000, seed=seed)}
+    assert not train & (val_prompts | test_prompts)  # nothing held out is ever trained on
+    assert {split_of(p) for p in train} == {"train"}
+    # the hash split puts about 1/8 of all problems in each held-out split
+    everything = {task.sample(random.Random(s)).prompt for s in range(20_000)}
+    share = sum(split_of(p) == "val" for p in everything) / len(everything)
+    assert 0.09 < share < 0.16
+
+
+def test_heldout_asks_fail_clearly():
+    with pytest.raises(ValueError, match="256 held-out problems asked of a task with 200 problems"):
+        ArithmeticTask(n_operands=2, max_operand=9).heldout(256)
+    with pytest.raises(ValueError, match="held-out split 'train'"):
+        TASK.heldout(8, "train")
+    with pytest.raises(ValueError, match="split 'dev'"):
+        TASK.problems(8, seed=0, split="dev")
+
+
+def test_flawed_demonstration_is_off_by_one_in_the_final_total_only():
+    p = ArithmeticTask(n_operands=3, max_operand=9).problems(1, seed=0)[0]
+    wrong = flawed(p)
+    assert wrong.split(",")[:-1] == p.solution.split(",")[:-1] and int(wrong.split(",")[-1]) == p.answer + 1
+    assert reward(wrong, p.answer) == 0.0 and reward(p.solution, p.answer) == 1.0
+    worst = ArithmeticTask(n_operands=3, max_operand=9)
+    assert len("9,18,28") <= worst.max_solution_chars  # 9+9+9 = 27, flawed 28: still fits the response length

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sspo_verl.testbed import policy as pol
-from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer
+from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer, flawed
 
 TASK = ArithmeticTask(n_operands=2, max_operand=9)
 P, R = TASK.max_prompt_chars, TASK.response_len
@@ -57,3 +57,16 @@ def test_cold_start_learns_the_task(tmp_path):
     after = pol.accuracy(model, tok, heldout, P, R)
     assert before < 0.05 and after > before + 0.1
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+
+
+def test_demonstrations_mix_right_and_flawed_targets():
+    task = ArithmeticTask(n_operands=3, max_operand=9)
+    pairs = pol.demonstrations(task, 4000, seed=0, flawed_fraction=0.7)
+    assert pairs == pol.demonstrations(task, 4000, seed=0, flawed_fraction=0.7)
+    wrong = [p for p, target in pairs if target != p.solution]
+    assert 0.67 < len(wrong) / len(pairs) < 0.73
+    for p, target in pairs:
+        assert target in (p.solution, flawed(p))
+    assert all(t == p.solution for p, t in pol.demonstrations(task, 500, seed=0))
+    with pytest.raises(ValueError, match="flawed_fraction=1.0 must be in"):
+        pol.demonstrations(task, 10, seed=0, flawed_fraction=1.0)

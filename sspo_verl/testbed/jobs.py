@@ -1,0 +1,215 @@
+"""Many testbed runs on a few cores: one cold start per seed, then runs (method, knob, M, seed) in worker processes.
+
+The main job and the sweep both go through here. A run is self-contained (its own verl engine built from its seed's
+cold-start checkpoint, its own seeded sampler, `threads` torch threads), so its records do not depend on which
+worker runs it or on how many workers there are. On the testbed's 0.3M-parameter model, 2 single-threaded
+processes finish about 1.7x sooner than 1 process with 2 threads (measured on 2 cores: docs/results, the closing
+note): the work is many small kernels, which a second thread barely speeds up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .arithmetic import ArithmeticTask
+from .grpo import RLConfig
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """The supervised cold start of one seed (policy.cold_start), saved to `path`."""
+
+    seed: int
+    path: str
+    model_size: str = "small"
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    flawed_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class Run:
+    """One RL run: `method` with actor overrides `knob` (e.g. (("tau_pos", 4.05), ("tau_neg", 4.48))) at M
+    mini-batches, from the cold start of `seed`. `label` names the knob in tables ("" = the method's default);
+    `lr` replaces the job's learning rate when given."""
+
+    method: str
+    seed: int
+    mini_batches: int
+    knob: tuple[tuple[str, float], ...] = ()
+    label: str = ""
+    lr: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}{f' [{self.label}]' if self.label else ''} M={self.mini_batches} seed {self.seed}"
+
+
+@contextlib.contextmanager
+def quiet():
+    """verl's engine prints memory reports and warnings at start-up; keep the progress lines readable."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def setup_process(device: str, threads: int | None) -> None:
+    """This process's torch threads, verl's platform and a world of size 1 (once per process)."""
+    import torch
+
+    from . import cpu_harness as h
+
+    if threads:
+        torch.set_num_threads(threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("sspo_verl").setLevel(logging.ERROR)  # grpo_dapo's token-mean is intended here
+    import sspo_verl  # noqa: F401  (the loss modes; verl's entry point also loads them)
+
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+        h.init_single_process_group(backend="nccl")
+    else:
+        h.use_cpu_platform()
+        h.init_single_process_group()
+
+
+def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str = "cpu", group_size: int = 8) -> dict:
+    """Build, fine-tune and save the seed's policy. Returns what it starts RL from: greedy accuracy on both held-out
+    splits, and on val the sampled pass@1 and pass@G (G samples at temperature 1, as a rollout draws them)."""
+    import torch
+
+    from . import policy as pol
+    from .arithmetic import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    pol.make_policy(spec.path, tokenizer, spec.model_size, seed=spec.seed)
+    model = pol.load_policy(spec.path, device)
+    t0 = time.perf_counter()
+    with quiet():
+        pol.cold_start(model, tokenizer, task, spec.steps, spec.batch_size, lr=spec.lr, seed=spec.seed,
+                       prompt_len=task.max_prompt_chars, response_len=task.response_len,
+                       flawed_fraction=spec.flawed_fraction)
+        model.save_pretrained(spec.path)
+    sft_s = time.perf_counter() - t0
+    P, R = task.max_prompt_chars, task.response_len
+    info = {"seed": spec.seed, "sft_s": sft_s, "parameters": sum(p.numel() for p in model.parameters())}
+    for split in ("val", "test"):
+        info[f"{split}_acc"] = pol.accuracy(model, tokenizer, task.heldout(heldout, split), P, R)
+    problems = [p for p in task.heldout(heldout, "val") for _ in range(group_size)]
+    ids, mask = pol.encode_prompts(tokenizer, problems, P)
+    gen = torch.Generator(device).manual_seed(spec.seed)
+    resp, resp_mask = pol.sample(model, ids.to(device), mask.to(device), R, tokenizer.eos_token_id,
+                                 tokenizer.pad_token_id, generator=gen)
+    scores = pol.rewards_of(tokenizer, problems, resp.cpu(), resp_mask.cpu()).view(-1, group_size)  # (N, G)
+    info.update(val_pass1=scores.mean().item(), val_pass_g=scores.max(1).values.mean().item(), group_size=group_size)
+    return info
+
+
+def execute(run: Run, checkpoint: str, task: ArithmeticTask, rl: RLConfig, device: str = "cpu") -> dict:
+    """All records of one run (steps 0 .. steps, the last one the final evaluation) and its wall time."""
+    from .grpo import GRPOTrainer
+
+    t0 = time.perf_counter()
+    cfg = replace(rl, mini_batches=run.mini_batches, lr=run.lr or rl.lr)
+    tags = {"mini_batches": run.mini_batches, "knob": run.label, **{k: v for k, v in run.knob}}
+    with quiet():
+        trainer = GRPOTrainer(run.method, run.seed, checkpoint, task, cfg, device, **dict(run.knob))
+        records = [trainer.step(k) for k in range(cfg.steps)] + [trainer.final_record()]
+    return {"run": asdict(run), "records": [{**r, **tags} for r in records], "wall_s": time.perf_counter() - t0}
+
+
+def _call(fn_args):
+    fn, args = fn_args
+    return fn(*args)
+
+
+def run_parallel(calls: Iterable[tuple[Callable, tuple]], workers: int, device: str, threads: int | None,
+                 on_result: Callable[[int, object], None] | None = None) -> list:
+    """fn(*args) for each call, in `workers` spawned processes (in this one when workers == 1), results in call
+    order. on_result(index, result) is called as each finishes (progress)."""
+    calls = list(calls)
+    results: list = [None] * len(calls)
+    if workers <= 1:
+        setup_process(device, threads)
+        for i, call in enumerate(calls):
+            results[i] = _call(call)
+            if on_result:
+                on_result(i, results[i])
+        return results
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch / gloo state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=setup_process,
+                             initargs=(device, threads)) as pool:
+        futures = {pool.submit(_call, call): i for i, call in enumerate(calls)}
+        from concurrent.futures import as_completed
+
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()  # a worker's exception surfaces here, with its traceback
+            if on_result:
+                on_result(i, results[i])
+    return results
+
+
+def default_workers(device: str) -> int:
+    """2 processes on a CPU with 2 or more cores (the testbed's target), 1 on a GPU (one device)."""
+    return 1 if device == "cuda" else max(1, min(2, os.cpu_count() or 1))
+
+
+def cold_starts(specs: list[ColdStart], task: ArithmeticTask, heldout: int, workers: int, device: str,
+                threads: int | None, group_size: int = 8, log: Callable[[str], None] = print) -> list[dict]:
+    def done(i, info):
+        log(f"cold start seed {info['seed']}: held-out greedy accuracy val {info['val_acc']:.3f} test "
+            f"{info['test_acc']:.3f}, sampled pass@1 {info['val_pass1']:.3f} pass@{group_size} "
+            f"{info['val_pass_g']:.3f} ({info['parameters'] / 1e6:.2f}M parameters, {info['sft_s']:.0f}s)")
+
+    return run_parallel([(cold_start, (s, task, heldout, device, group_size)) for s in specs], min(workers, len(specs)),
+                        device, threads, done)
+
+
+def execute_all(runs: list[Run], checkpoints: dict[int, str], task: ArithmeticTask, rl: RLConfig, workers: int,
+                device: str, threads: int | None, log: Callable[[str], None] = print) -> list[dict]:
+    """Every run's result (see `execute`), in the order of `runs`."""
+    started, count = time.perf_counter(), [0]
+
+    def done(i, result):
+        count[0] += 1
+        recs = result["records"]
+        accs = [r["val_acc"] for r in recs if "val_acc" in r]
+        log(f"[{count[0]}/{len(runs)}] {runs[i].name}: val accuracy {accs[0]:.3f} -> {accs[-1]:.3f} (best "
+            f"{max(accs):.3f}), test {recs[-1]['test_acc']:.3f}; {result['wall_s']:.0f}s "
+            f"({time.perf_counter() - started:.0f}s in all)")
+
+    return run_parallel([(execute, (r, checkpoints[r.seed], task, rl, device)) for r in runs], workers, device,
+                        threads, done)
+
+
+@contextlib.contextmanager
+def cold_started(args, task: ArithmeticTask, prefix: str = "sspo-testbed-"):
+    """The cold starts of seeds 0 .. args.seeds - 1 in a temporary folder, removed on exit.
+    Yields (their infos, {seed: checkpoint path}). args: the CLI's (seeds, model_size, sft_steps, sft_batch,
+    flawed_fraction, heldout, workers, device, threads, group_size)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        specs = [ColdStart(seed, str(root / f"seed{seed}"), args.model_size, args.sft_steps, args.sft_batch,
+                           flawed_fraction=args.flawed_fraction) for seed in range(args.seeds)]
+        infos = cold_starts(specs, task, args.heldout, args.workers, args.device, args.threads, args.group_size)
+        yield infos, {s.seed: s.path for s in specs}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
