@@ -24,7 +24,7 @@
 #   use_remove_padding=False, attn_implementation=sdpa, gradient checkpointing off: flash-attn is GPU-only
 #   model: the tiny cold start (0.3M parameters, byte tokenizer); data: arithmetic (train) and a validation set of
 #          arithmetic, GSM8K-format and MATH-format rows (sspo_verl/testbed/cpu_recipe.py, made on first use)
-#   sizes: 16 prompts x 8 samples per rollout batch, 16 response tokens, lr 1e-4 with warm-up: a 0.3M model
+#   sizes: 16 prompts x 8 samples per rollout batch, 16 response tokens, lr 3e-5 with 5 warm-up steps (the testbed's)
 #   logger: console, file (VERL_FILE_LOGGER_PATH) and tensorboard (TENSORBOARD_DIR), both under RUN_DIR
 # Like the multi-node recipes, Ray runs with token auth (the token file ~/.ray/auth_token, made 0600 when missing).
 set -euo pipefail
@@ -57,7 +57,7 @@ run_recipe "$METHOD" \
   actor_rollout_ref.model.path="$DATA_DIR/model" \
   actor_rollout_ref.model.use_remove_padding=False actor_rollout_ref.model.enable_gradient_checkpointing=False \
   +actor_rollout_ref.model.override_config.attn_implementation=sdpa \
-  actor_rollout_ref.actor.optim.lr=1e-4 actor_rollout_ref.actor.optim.lr_warmup_steps=3 \
+  actor_rollout_ref.actor.optim.lr=3e-5 actor_rollout_ref.actor.optim.lr_warmup_steps=5 \
   actor_rollout_ref.actor.ppo_mini_batch_size=$((TRAIN_BATCH / STEPS_PER_BATCH)) \
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 actor_rollout_ref.rollout.n=8 \
   actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1 \

@@ -4,15 +4,17 @@
 
 writes
 
-    <out>/train.parquet   the testbed's arithmetic task, two numbers ("13+7=" -> "20"), data_source sspo/arithmetic
+    <out>/train.parquet   the testbed's arithmetic task ("7+5-3=" -> "12,9", its train split), data_source
+                          sspo/arithmetic
     <out>/val.parquet     three data sources, so verl's reward loop runs its mixed path:
-                            sspo/arithmetic          held-out arithmetic problems
-                            openai/gsm8k             the same sums as GSM8K-format word problems ("#### <n>")
-                            HuggingFaceH4/MATH-500   the same sums as math-format problems (math-verify, \\boxed{})
+                            sspo/arithmetic          the task's held-out val split
+                            openai/gsm8k             sums of its test split as GSM8K-format word problems ("#### <n>")
+                            HuggingFaceH4/MATH-500   sums of its test split as math-format problems (\\boxed{})
                           The word and math rows are generated here (no download); the tiny policy was never
                           taught their format, so they score about 0: they are there to exercise the scorers.
-    <out>/model/          a tiny Qwen2 (HF folder with its tokenizer), fine-tuned on arithmetic solutions so that
-                          RL starts from a policy that is right some of the time
+    <out>/model/          a tiny Qwen2 (HF folder with its tokenizer) with the testbed's cold start: demonstrations
+                          of mixed quality (70% end one off the right total), so RL starts from a policy that is
+                          right some of the time and samples the right answer in one of 8 tries far more often
 
 Rows use verl's RL format (`sspo_verl.data.prepare.to_verl_row`), rewards come from `sspo_verl.rewards`.
 The tokenizer has one token per byte (`build_tokenizer`), so any prompt tokenizes without unknown tokens.
@@ -32,11 +34,12 @@ from ..data.prepare import SPECS, to_verl_row
 from .arithmetic import ArithmeticTask, Problem
 
 ARITHMETIC_SOURCE = "sspo/arithmetic"
-TASK = ArithmeticTask(n_operands=2, max_operand=19)  # "13+7=" -> "20": a cold start gets it right about a third of the time
+TASK = ArithmeticTask(n_operands=3, max_operand=9)  # the testbed's default: three numbers 0..9 with + and -, answered with the running totals
 TRAIN_PROBLEMS = 2048
 VAL_PER_SOURCE = {"arithmetic": 64, "gsm8k": 8, "math500": 8}
 MAX_POSITIONS = 512  # word problems with their instruction run to ~200 characters
-COLD_START = dict(steps=400, batch_size=64, lr=3e-3)  # greedy held-out ~0.7, sampled ~0.35: room for RL to sharpen
+# The testbed's cold start (README, "What made RL learn here"): greedy held-out accuracy about 0.3, pass@8 about 0.9
+COLD_START = dict(steps=300, batch_size=64, lr=3e-3, flawed_fraction=0.7)
 PAD, EOS = "<pad>", "</s>"
 
 
@@ -87,11 +90,10 @@ def _words(problem: Problem) -> str:
     return text + " How many coins does she have now?"
 
 
-def validation_rows(n: dict[str, int] = VAL_PER_SOURCE, seed: int = 7) -> list[dict]:
-    """Held-out arithmetic plus the same kind of sums in GSM8K and MATH format (generated, never downloaded)."""
-    problems = TASK.problems(sum(n.values()), seed=seed)
-    rows = [arithmetic_row(p, "val", i) for i, p in enumerate(problems[:n["arithmetic"]])]
-    rest = problems[n["arithmetic"]:]
+def validation_rows(n: dict[str, int] = VAL_PER_SOURCE) -> list[dict]:
+    """The task's val split plus sums of its test split in GSM8K and MATH format (generated, never downloaded)."""
+    rows = [arithmetic_row(p, "val", i) for i, p in enumerate(TASK.heldout(n["arithmetic"], "val"))]
+    rest = TASK.heldout(n["gsm8k"] + n["math500"], "test")
     for i, p in enumerate(rest[:n["gsm8k"]]):
         record = {"question": _words(p), "answer": f"{p.prompt}{p.answer}\n#### {p.answer}"}
         rows.append(to_verl_row(SPECS["gsm8k"], record, "val", i))
@@ -116,8 +118,9 @@ def make_cold_start(path: Path, seed: int = 0) -> dict:
     model = Qwen2ForCausalLM(config)
     t0 = time.perf_counter()
     pol.cold_start(model, tokenizer, TASK, COLD_START["steps"], COLD_START["batch_size"], lr=COLD_START["lr"],
-                   seed=seed, prompt_len=TASK.max_prompt_chars, response_len=TASK.response_len)
-    heldout = TASK.heldout(256)
+                   seed=seed, prompt_len=TASK.max_prompt_chars, response_len=TASK.response_len,
+                   flawed_fraction=COLD_START["flawed_fraction"])
+    heldout = TASK.heldout(256, "val")
     greedy = pol.accuracy(model, tokenizer, heldout, TASK.max_prompt_chars, TASK.response_len)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -134,7 +137,7 @@ def prepare(out: Path, seed: int = 0) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"train": out / "train.parquet", "val": out / "val.parquet", "model": out / "model"}
     if not paths["train"].is_file():
-        problems = TASK.problems(TRAIN_PROBLEMS, seed=100 + seed)
+        problems = TASK.problems(TRAIN_PROBLEMS, seed=100 + seed, split="train")
         pd.DataFrame([arithmetic_row(p, "train", i) for i, p in enumerate(problems)]).to_parquet(paths["train"])
     if not paths["val"].is_file():
         pd.DataFrame(validation_rows()).to_parquet(paths["val"])
