@@ -1,7 +1,13 @@
-"""Preflight of a multi-node run: can every alive Ray node train this loss? Answered in seconds, before any
-node loads a model or starts a rollout engine.
+"""Preflight of a run: can every alive Ray node train this loss? Answered in seconds, before any node loads a
+model or starts a rollout engine.
 
     python -m sspo_verl.preflight [--address HEAD_IP:6379] [--runtime-env FILE] [--nodes N] -- <hydra overrides...>
+    python -m sspo_verl.preflight --local -- <hydra overrides...>      # one machine, no Ray cluster yet
+
+--local (what recipes/lib/run.sh runs before a single-node launch) makes the same check in a fresh interpreter on
+this machine, with this environment: what main_ppo's Ray workers here will be started with. A loss mode those
+workers will not have fails here with verl's own `Unsupported loss mode` (from verl's get_policy_loss_fn, the
+lookup its ppo_loss makes), before Ray starts, instead of after the first rollout.
 
 The overrides are the recipe's (composed with verl's `ppo_trainer.yaml` as `main_ppo` does, through
 `sspo_verl.dry_run.compose`). The config is checked once here, then one small task runs on every alive node
@@ -11,8 +17,9 @@ worker on that node will need:
 - verl imports, and its version is in the range sspo-verl declares (its package metadata);
 - the sspo-verl distribution is installed (its `sspo` entry point in group `verl.plugins`), at the driver's
   version, and `sspo_verl` imports;
-- the loss mode is registered after `import verl` (plus `actor_rollout_ref.model.external_lib`), exactly as in a
-  verl worker; for SSPO modes the gate exists and the temperatures are valid (the plugin's own validators).
+- verl's get_policy_loss_fn finds the loss mode after `import verl` (plus `actor_rollout_ref.model.external_lib`),
+  exactly as in a verl worker; for SSPO modes the gate exists and the temperatures are valid (the plugin's own
+  validators).
 
 Exit 0 with one line per node. Exit 1 with one line per bad node, naming its address, what is wrong and the
 fix (e.g. the pip command for that node's interpreter), or with the reason the cluster cannot be reached.
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import importlib.metadata
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -141,23 +150,32 @@ def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
     install_plugin = f"{pip} '{DIST}=={s.plugin_version}'"
     try:
         import verl  # noqa: F401  (loads the verl.plugins entry points, as in every verl worker)
-        from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+        from verl.trainer.ppo.core_algos import get_policy_loss_fn
         from verl.utils.import_utils import import_external_libs
     except Exception as exc:
         return f"verl does not import ({type(exc).__name__}: {exc})", install_verl
+
+    def refusal() -> Optional[str]:
+        """verl's own answer when its ppo_loss looks the loss mode up here: None, or its error's first sentence."""
+        try:
+            get_policy_loss_fn(s.loss_mode)
+        except ValueError as exc:  # "Unsupported loss mode: <mode>. Supported modes are: [...]"
+            return str(exc).split(". Supported")[0]
+        return None
+
     report["verl"] = importlib.metadata.version("verl")
     from packaging.specifiers import SpecifierSet
 
     if not SpecifierSet(s.verl_spec).contains(report["verl"], prereleases=True):
         return f"verl {report['verl']} is outside the range sspo-verl supports (verl{s.verl_spec})", install_verl
     # what a verl worker here will see: the registry after `import verl`, then after verl imports external_lib
-    registered = s.loss_mode in POLICY_LOSS_REGISTRY
-    if not registered and s.external_lib:
+    refused = refusal()
+    if refused and s.external_lib:
         try:
             import_external_libs(s.external_lib)
         except Exception:
             pass  # reported below, by the plugin checks or as an unregistered loss mode
-        registered = s.loss_mode in POLICY_LOSS_REGISTRY
+        refused = refusal()
 
     entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=ENTRY_POINT_NAME)
     if not entry_points:
@@ -174,9 +192,10 @@ def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
     problem = config_problem(s)
     if problem:
         return problem
-    if not registered:
+    if refused:
         policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
-        return (f"loss_mode={s.loss_mode} is not registered after `import verl` (VERL_USE_EXTERNAL_PLUGINS={policy})",
+        return (f"verl's workers here would fail with `{refused}`: loss_mode={s.loss_mode} is not registered after "
+                f"`import verl` (VERL_USE_EXTERNAL_PLUGINS={policy})",
                 "unset VERL_USE_EXTERNAL_PLUGINS on this node (or include `sspo` in it), or add "
                 "actor_rollout_ref.model.external_lib=sspo_verl")
     return None
@@ -295,6 +314,29 @@ def run_checks(address: str, settings: Settings, runtime_env: Optional[dict], ti
         ray.shutdown()
 
 
+# This file loaded by path, not as sspo_verl.preflight: importing the package first would make a later
+# `import sspo_verl` (external_lib) a no-op, which a worker's is not.
+LOCAL_CHECK = ("import importlib.util as u, json, sys; spec = u.spec_from_file_location('preflight', sys.argv[1]); "
+               "m = sys.modules['preflight'] = u.module_from_spec(spec); spec.loader.exec_module(m); "
+               "print(json.dumps(m.check_node(json.loads(sys.argv[2]))))")
+
+
+def run_local_check(settings: Settings, timeout_s: float) -> dict[str, dict]:
+    """The node check on this machine, in a fresh interpreter with this environment, as main_ppo's Ray workers
+    here start (this process has already imported the plugin to check the config: it would see the loss mode
+    whatever a worker sees). Returns {"local": report}."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", LOCAL_CHECK, __file__, json.dumps(asdict(settings))],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise PreflightError(f"the local check took more than {timeout_s:g} s (is `import verl` hanging?)") from None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise PreflightError(f"the local check could not run ({sys.executable} exited {proc.returncode}): "
+                             f"{proc.stderr.strip()[-800:]}")
+    return {"local": json.loads(lines[-1])}
+
+
 def wait_for_checks(refs: dict, timeout_s: float, poll_s: float = POLL_S) -> dict[str, dict]:
     """{node ip: report} from the check tasks `refs` ({node ip: ref}). A node that Ray marks dead meanwhile is
     reported as soon as it is seen dead (a check pinned to it may otherwise wait out the whole timeout); one that
@@ -352,6 +394,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                         help="the cluster's GCS address HEAD_IP:6379 (default: $RAY_ADDRESS, else auto)")
+    parser.add_argument("--local", action="store_true",
+                        help="check this machine in a fresh interpreter instead of a cluster's nodes (no Ray)")
     parser.add_argument("--runtime-env", default=None, help="the job's runtime env file (JSON or YAML)")
     parser.add_argument("--nodes", type=int, default=0, help="fail unless at least this many nodes are alive")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the checks")
@@ -360,6 +404,8 @@ def main(argv=None) -> int:
     start = time.monotonic()
     try:
         settings = settings_from_overrides(args.overrides)
+        if args.local:
+            return _report(run_local_check(settings, args.timeout), settings, start)
         runtime_env = load_runtime_env(args.runtime_env)
         # Ray's own calls (connect, list nodes, shut down) have no timeout of ours: a head that stops answering
         # must still end the preflight
@@ -373,6 +419,10 @@ def main(argv=None) -> int:
     except PreflightError as exc:
         print(f"preflight FAILED: {exc}", file=sys.stderr)
         return 1
+    return _report(reports, settings, start)
+
+
+def _report(reports: dict[str, dict], settings: Settings, start: float) -> int:
     good, bad = summary(reports, settings)
     took = f"{time.monotonic() - start:.1f} s"
     for line in good:

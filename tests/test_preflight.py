@@ -98,12 +98,9 @@ def test_an_interpreter_without_the_plugin_distribution_gets_the_install_command
 
 
 def _check_in_fresh_process(settings, **env) -> dict:
-    # preflight.py loaded as a file, not as sspo_verl.preflight (that would import the plugin first), as the
-    # by-value Ray task reaches a node
-    code = ("import importlib.util as u, json, sys; spec = u.spec_from_file_location('pf', sys.argv[1]); "
-            "m = sys.modules['pf'] = u.module_from_spec(spec); spec.loader.exec_module(m); "
-            "print(json.dumps(m.check_node(json.loads(sys.argv[2]))))")
-    out = subprocess.run([sys.executable, "-c", code, preflight.__file__, json.dumps(asdict(settings))],
+    # preflight.py loaded as a file, not as sspo_verl.preflight, as the by-value Ray task reaches a node and as the
+    # local preflight runs it (preflight.LOCAL_CHECK)
+    out = subprocess.run([sys.executable, "-c", preflight.LOCAL_CHECK, preflight.__file__, json.dumps(asdict(settings))],
                          capture_output=True, text=True, timeout=120, env={**os.environ, **env}, cwd="/")
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -114,9 +111,29 @@ def test_plugins_switched_off_fail_unless_external_lib_brings_the_plugin(setting
     # a fresh process: the registry is checked as `import verl` leaves it, before the checks import sspo_verl
     report = _check_in_fresh_process(replace(settings, external_lib=None), VERL_USE_EXTERNAL_PLUGINS="none")
     what, fix = report["problem"]
-    assert what == "loss_mode=sspo is not registered after `import verl` (VERL_USE_EXTERNAL_PLUGINS=none)"
+    assert what == ("verl's workers here would fail with `Unsupported loss mode: sspo`: loss_mode=sspo is not "
+                    "registered after `import verl` (VERL_USE_EXTERNAL_PLUGINS=none)")  # verl's get_policy_loss_fn
     assert "actor_rollout_ref.model.external_lib=sspo_verl" in fix
     assert _check_in_fresh_process(settings, VERL_USE_EXTERNAL_PLUGINS="none")["problem"] is None
+
+
+def _local(*overrides, **env):
+    return subprocess.run([sys.executable, "-m", "sspo_verl.preflight", "--local", "--", *overrides],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+
+
+@pytest.mark.slow
+def test_local_preflight_checks_this_machine_as_its_verl_workers_will_start():
+    """Before a single-node launch (recipes/lib/run.sh): the check runs in a fresh interpreter with this
+    environment, so the plugin this process imported to check the config does not hide what workers lack."""
+    no_lib = [o for o in SSPO if "external_lib" not in o]
+    refused = _local(*no_lib, VERL_USE_EXTERNAL_PLUGINS="none")
+    assert refused.returncode == 1
+    assert "preflight FAILED: node local" in refused.stderr and "`Unsupported loss mode: sspo`" in refused.stderr
+    assert "nothing was launched" in refused.stderr
+    ok = _local(*SSPO, VERL_USE_EXTERNAL_PLUGINS="none")  # external_lib brings the plugin to the workers
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "preflight: node local" in ok.stdout and "loss_mode=sspo registered" in ok.stdout
 
 
 def test_report_lines_name_each_node_by_address_in_address_order(settings):

@@ -5,7 +5,9 @@
 #                  wrap it in `ray job submit`
 #   PREFLIGHT_ADDRESS=HEAD_IP:PORT  run `python -m sspo_verl.preflight` against that Ray cluster with the same
 #                  overrides before the launcher (PREFLIGHT_ARGS: its options); the multi-node recipes set it.
-#                  PREFLIGHT=0 skips it.
+#                  Without it, `python -m sspo_verl.preflight --local` checks this machine the same way (a fresh
+#                  interpreter, as main_ppo's workers here start): a loss mode they would not have fails in
+#                  seconds with verl's `Unsupported loss mode`, not after the first rollout. PREFLIGHT=0 skips both.
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$RECIPES_DIR/lib/methods.sh"
 PYTHON="${PYTHON:-python3}"
@@ -64,9 +66,13 @@ run_recipe() {
   if [ "${DRY_RUN:-0}" = 1 ]; then
     "$PYTHON" -m sspo_verl.dry_run --launcher "$launcher" -- "${all[@]}"
   else
-    if [ -n "${PREFLIGHT_ADDRESS:-}" ] && [ "${PREFLIGHT:-1}" != 0 ]; then
-      # shellcheck disable=SC2086  # options
-      "$PYTHON" -m sspo_verl.preflight --address "$PREFLIGHT_ADDRESS" ${PREFLIGHT_ARGS:-} -- "${all[@]}" || return 1
+    if [ "${PREFLIGHT:-1}" != 0 ]; then
+      if [ -n "${PREFLIGHT_ADDRESS:-}" ]; then
+        # shellcheck disable=SC2086  # options
+        "$PYTHON" -m sspo_verl.preflight --address "$PREFLIGHT_ADDRESS" ${PREFLIGHT_ARGS:-} -- "${all[@]}" || return 1
+      else
+        "$PYTHON" -m sspo_verl.preflight --local -- "${all[@]}" || return 1
+      fi
     fi
     # shellcheck disable=SC2086  # the launcher is a command line
     $launcher "${all[@]}"

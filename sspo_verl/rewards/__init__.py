@@ -3,7 +3,8 @@
     reward.custom_reward_function.path=pkg://sspo_verl.rewards reward.custom_reward_function.name=compute_score
 
 `SCORERS` maps each row's `data_source` to its scorer: GSM8K rows get the GSM8K scorer (gsm8k.py), DeepMath,
-MATH500 and AIME rows get math-verify (math_answers.py). A data source with no scorer is an error, not a guess.
+MATH500 and AIME rows get math-verify (math_answers.py), the testbed's arithmetic rows (the CPU recipe) the
+testbed's verifier (arithmetic.py). A data source with no scorer is an error, not a guess.
 
 One result for every source (schema.py), so mixed validation sets work:
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
-from . import gsm8k, math_answers, settings
+from . import arithmetic, gsm8k, math_answers, settings
 from .errors import ErrorBudget, RewardErrorRateExceeded, RewardSetupError
 from .schema import RESULT_KEYS, Verdict, error_result
 
@@ -46,6 +47,7 @@ Scorer = Callable[[str, Any], Verdict]
 SCORERS: dict[str, Scorer] = {
     **{source: gsm8k.score for source in gsm8k.SOURCES},
     **{source: math_answers.score for source in math_answers.SOURCES},
+    **{source: arithmetic.score for source in arithmetic.SOURCES},  # the testbed's task (recipes/cpu_tiny.sh)
 }
 
 ERRORS = ErrorBudget()  # this process's count of unexpected errors (reward workers are processes)

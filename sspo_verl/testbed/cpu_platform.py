@@ -8,6 +8,14 @@ Standalone on purpose: it imports torch and verl only, never the sspo_verl packa
 as a top-level module (PYTHONPATH=<this folder>, VERL_USE_EXTERNAL_MODULES=cpu_platform) while the loss modes
 still reach them only through the plugin's entry point. Imported with VERL_PLATFORM=cpu set, it registers
 itself; otherwise call `use_cpu_platform()`.
+
+Ray resources, as main_ppo's resource pool asks for them (recipes/cpu_tiny.sh): verl builds a placement group of
+one bundle per rank, {ray_resource_name(): 1} = {"CPU": 1}, and starts each worker with
+ray_resource_options(1 / max_colocate_count) = {"num_cpus": ...}, so every trainer rank lives on CPU bundles and
+no process claims a GPU. One wall remains that no platform hook reaches: before placing anything,
+ResourcePoolManager._check_resource_available (verl/single_controller/ray/base.py, lines 226-241 in 0.9.1)
+counts only the "GPU" (or "NPU") resource of the Ray nodes. The CPU recipe therefore starts Ray with as many
+logical GPUs as ranks (+ray_kwargs.ray_init.num_gpus=N): Ray's resources are logical, nothing ever holds them.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def test_the_real_launch_runs_the_dry_runs_checks(tmp_path, args, env, message):
     script.write_text(LAUNCH)
     launch = subprocess.run(["bash", "recipes/gsm8k_qwen2.5_0.5b.sh", *args, "hydra.run.dir=" + str(tmp_path / "hydra")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHON": sys.executable, "LAUNCHER": f"{sys.executable} {script}", **env})
+                            env={**os.environ, "PYTHON": sys.executable, "LAUNCHER": f"{sys.executable} {script}",
+                                 "PREFLIGHT": "0", **env})  # main_ppo's own checks, not the preflight's
     on_policy = env.get("STEPS_PER_BATCH") == "1"
     # (Hydra's job logging writes main_ppo's warnings to stdout)
     assert message in launch.stdout + launch.stderr, launch.stderr[-1500:]

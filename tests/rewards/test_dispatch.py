@@ -9,7 +9,7 @@ from sspo_verl.data.prepare import SPECS
 from sspo_verl.rewards import RESULT_KEYS, compute_score
 from sspo_verl.rewards.errors import ErrorBudget, RewardErrorRateExceeded, RewardSetupError
 
-ANSWERS = {"openai/gsm8k": ("#### 18", "18"), "gsm8k": ("#### 18", "18")}
+ANSWERS = {"openai/gsm8k": ("#### 18", "18"), "gsm8k": ("#### 18", "18"), "sspo/arithmetic": ("20,18", "18")}
 
 
 @pytest.mark.parametrize("source", sorted(rewards.SCORERS))

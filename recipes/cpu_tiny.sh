@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# verl's main_ppo on a CPU, end to end: the recipes' real path (Ray, the agent loop, the reward loop, FSDP2, the
+# trainer), with a tiny Qwen2 cold-started on arithmetic, to rehearse a recipe on a laptop or test it in CI.
+#   bash recipes/cpu_tiny.sh <method> [hydra overrides...]          e.g. bash recipes/cpu_tiny.sh sspo
+#   methods: grpo grpo_dapo gspo gmpo sapo sspo sspo_arctan sspo_sigmoid sspo_erf sspo_softsign
+#   knobs (env): DATA_DIR (~/data/sspo_cpu_tiny: data and cold start, made on first use), RUN_DIR (where the logs
+#                go, default runs/cpu_tiny/<method>), STEPS (30), STEPS_PER_BATCH (4), TAU_POS / TAU_NEG, DRY_RUN=1
+#
+# Same as the GPU recipes: recipes/lib/run.sh with its COMMON_OVERRIDES and the method's loss lines, GRPO with
+# rollout.n samples per prompt, ppo_mini_batch_size = train_batch_size / STEPS_PER_BATCH (4 optimizer steps per
+# rollout batch: the off-policy regime), our rewards, validation before training and every test_freq steps.
+# What differs, and why:
+#   rollout.name=hf                  transformers rollout server (sspo_verl/testbed/cpu_rollout.py): no vLLM on CPU
+#   VERL_PLATFORM=cpu + cpu_platform verl 0.9.1 has no CPU platform (sspo_verl/testbed/cpu_platform.py: gloo,
+#                                    Ray CPU resources); both modules reach every verl process through
+#                                    VERL_USE_EXTERNAL_MODULES, the loss modes still through the plugin's entry point
+#   +ray_kwargs.ray_init.num_gpus    verl's resource-pool check counts GPUs only; Ray is told of NGPUS logical GPUs
+#                                    (no process claims them: workers are placed on CPU bundles)
+#   ray_kwargs.ray_init.num_cpus=16  logical CPUs: verl's helper actors each reserve one (transfer queue, agent and
+#                                    reward loop workers), more than a laptop has; they mostly wait
+#   agent.num_workers=1, reward.num_workers=1, 1 transfer-queue storage unit: one process each instead of 8,
+#                                    each process costs seconds to start and ~0.4 GB on a 2-core machine
+#   trainer.n_gpus_per_node=1        one FSDP2 rank (gloo); NGPUS=2 runs two
+#   use_remove_padding=False, attn_implementation=sdpa, gradient checkpointing off: flash-attn is GPU-only
+#   model: the tiny cold start (0.3M parameters, byte tokenizer); data: arithmetic (train) and a validation set of
+#          arithmetic, GSM8K-format and MATH-format rows (sspo_verl/testbed/cpu_recipe.py, made on first use)
+#   sizes: 16 prompts x 8 samples per rollout batch, 16 response tokens, lr 3e-5 with 5 warm-up steps (the testbed's)
+#   logger: console, file (VERL_FILE_LOGGER_PATH) and tensorboard (TENSORBOARD_DIR), both under RUN_DIR
+# Like the multi-node recipes, Ray runs with token auth (the token file ~/.ray/auth_token, made 0600 when missing).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/run.sh"
+METHOD="${1:?usage: $0 <method> [hydra overrides...]}"; shift
+DATA_DIR="${DATA_DIR:-$HOME/data/sspo_cpu_tiny}"
+RUN_DIR="${RUN_DIR:-runs/cpu_tiny/$METHOD}"
+TRAIN_BATCH="${TRAIN_BATCH:-16}"
+STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
+NGPUS="${NGPUS:-1}"
+
+"$PYTHON" -m sspo_verl.testbed.cpu_recipe --out "$DATA_DIR"
+# Ray's token auth, as on a cluster (recipes/multinode/cluster.sh): main_ppo's local Ray otherwise writes a token
+# of its own, readable by everyone, to ~/.ray/auth_token. RAY_AUTH=off opts out.
+source "$RECIPES_DIR/multinode/cluster.sh"
+[ "${DRY_RUN:-0}" = 1 ] || ray_auth_setup head
+# the CPU platform and the rollout backend load as top-level modules in every verl process (driver and Ray workers)
+TESTBED_DIR="$("$PYTHON" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("sspo_verl").origin), "testbed"))')"
+export PYTHONPATH="$TESTBED_DIR${PYTHONPATH:+:$PYTHONPATH}"
+export VERL_USE_EXTERNAL_MODULES="cpu_platform,cpu_rollout${VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}"
+export VERL_PLATFORM=cpu
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0}"  # a local Ray binds 127.0.0.1
+mkdir -p "$RUN_DIR"
+export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$RUN_DIR/metrics.jsonl}" TENSORBOARD_DIR="${TENSORBOARD_DIR:-$RUN_DIR/tensorboard}"
+
+run_recipe "$METHOD" \
+  data.train_files="$DATA_DIR/train.parquet" data.val_files="$DATA_DIR/val.parquet" \
+  data.train_batch_size="$TRAIN_BATCH" data.max_prompt_length=256 data.max_response_length=16 \
+  data.dataloader_num_workers=0 \
+  actor_rollout_ref.model.path="$DATA_DIR/model" \
+  actor_rollout_ref.model.use_remove_padding=False actor_rollout_ref.model.enable_gradient_checkpointing=False \
+  +actor_rollout_ref.model.override_config.attn_implementation=sdpa \
+  actor_rollout_ref.actor.optim.lr=3e-5 actor_rollout_ref.actor.optim.lr_warmup_steps=5 \
+  actor_rollout_ref.actor.ppo_mini_batch_size=$((TRAIN_BATCH / STEPS_PER_BATCH)) \
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16 actor_rollout_ref.rollout.n=8 \
+  actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32 \
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32 \
+  trainer.project_name=sspo_cpu_tiny 'trainer.logger=["console","file","tensorboard"]' \
+  trainer.n_gpus_per_node="$NGPUS" trainer.nnodes=1 trainer.device=cpu \
+  trainer.total_training_steps="${STEPS:-30}" trainer.test_freq=10 trainer.save_freq=-1 \
+  +ray_kwargs.ray_init.num_gpus="$NGPUS" ray_kwargs.ray_init.num_cpus=16 \
+  actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1 \
+  transfer_queue.backend.SimpleStorage.num_data_storage_units=1 \
+  -- "$@"
