@@ -12,7 +12,7 @@ import pytest
 from sspo_verl import compare
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
-TESTBED_METRICS = Path(__file__).resolve().parents[1] / "docs" / "results" / "testbed-cpu-full" / "metrics.jsonl"
+TESTBED_METRICS = Path(__file__).resolve().parents[1] / "docs" / "results" / "main-cpu" / "metrics.jsonl"
 
 
 def _metrics(step: int, method_offset: float) -> dict:
@@ -104,14 +104,15 @@ def test_cli_aligns_runs_and_writes_the_report(logs, tmp_path, capsys):
 
 def test_the_testbeds_own_metrics_jsonl_is_read(tmp_path, capsys):
     """It used to end in KeyError: 'data'. A bare path takes every method and seed; METHOD=PATH one method."""
-    assert compare.main(["--run", str(TESTBED_METRICS), "--out", str(tmp_path / "all")]) == 0
+    assert compare.main(["--run", str(TESTBED_METRICS), "--baseline", "grpo_dapo", "--out", str(tmp_path / "all")]) == 0
     printed = capsys.readouterr().out
-    assert "| grpo_dapo | 3 | 0.296 ± 0.021 | 3.0 (2/3) | 0/3 |" in printed  # the README's table, regenerated
-    assert "| sspo | 3 | 0.191 ± 0.023 | never (0/3) | 1/3 |" in printed
-    assert compare.main(["--run", f"sspo={TESTBED_METRICS}", "--run", f"gmpo={TESTBED_METRICS}",
+    # the committed run folder's own summary table (docs/results/main-cpu/summary.md), regenerated
+    assert "| grpo_dapo | 3 | 0.686 ± 0.040 | 5.0 (2/3) | 0/3 |" in printed
+    assert "| sspo | 3 | 0.628 ± 0.054 | 5.0 (2/3) | 0/3 |" in printed
+    assert compare.main(["--run", f"sspo={TESTBED_METRICS}", "--run", f"grpo={TESTBED_METRICS}",
                          "--out", str(tmp_path / "two")]) == 0
     records = [json.loads(line) for line in (tmp_path / "two" / "records.jsonl").read_text().splitlines()]
-    assert {(r["method"], r["seed"]) for r in records} == {(m, s) for m in ("sspo", "gmpo") for s in range(3)}
+    assert {(r["method"], r["seed"]) for r in records} == {(m, s) for m in ("sspo", "grpo") for s in range(3)}
 
 
 def _write(tmp_path, name, text):
@@ -129,8 +130,8 @@ BAD_INPUTS = [  # (arguments given a tmp folder, what the one line must say)
      r"needs a `_step` or `step` column; found \['loss', 'acc'\]: export the run's history with its step"),
     (lambda d: ["--run", "grpo=" + _write(d, "empty.log", "nothing here")], r"empty.log: no metrics found; pass one of"),
     (lambda d: ["--run", "just_a_path.jsonl"], r"expected METHOD=PATH"),
-    (lambda d: ["--run", f"sapo_x={TESTBED_METRICS}"], r"has no records of 'sapo_x'; it has grpo_dapo, "),
-    (lambda d: ["--run", str(TESTBED_METRICS), "--baseline", "grpo"], r"--baseline 'grpo' is none of the runs' methods"),
+    (lambda d: ["--run", f"sapo_x={TESTBED_METRICS}"], r"has no records of 'sapo_x'; it has grpo, grpo_dapo, sspo"),
+    (lambda d: ["--run", str(TESTBED_METRICS), "--baseline", "gmpo"], r"--baseline 'gmpo' is none of the runs' methods"),
     (lambda d: ["--run", str(TESTBED_METRICS), "--out", _write(d, "a_file", "")],
      r"a_file: .*; check the path and its permissions"),
 ]

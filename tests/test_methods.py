@@ -92,4 +92,4 @@ def test_recipe_dry_run_with_tau_from_clip_and_a_hydra_override_that_wins():
     assert "loss_mode=sspo registered; loss_agg_mode=seq-mean-token-mean; tau_pos=4.05088 tau_neg=4.48142" in out.stdout
     out = run("actor_rollout_ref.actor.tau_neg=6.0")  # verl's composed config: the user's override wins
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "tau_pos=4.05088 tau_neg=6.0;" in out.stdout
+    assert "; tau_pos=4.05088 tau_neg=6.0\n" in out.stdout

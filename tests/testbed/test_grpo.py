@@ -116,17 +116,18 @@ def test_drift_metrics_measure_known_log_ratios(checkpoint):
     engine = h.make_engine(checkpoint, micro_batch_size=16, lr=0.0)
     td = h.make_batch(prompts, responses, attention, torch.zeros(responses.shape), adv, 16)
     current = h.policy_log_probs(engine, td)  # (16, R)
-    delta = torch.tensor([0.0, 0.3, -0.3, 0.1, -0.1, 0.5, -0.5, 0.2])[torch.arange(16) % 8][:, None]
+    delta = torch.tensor([0.0, 0.3, 0.3, -0.1, 0.1, -0.5, 0.5, 0.2])[torch.arange(16) % 8][:, None]
     delta = delta.expand_as(current) * response_mask  # (16, R): log r per token, 0 at padding
     td = h.make_batch(prompts, responses, attention, current - delta, adv, 16)
-    extra = partial(drift_metrics, soft_weight=GATES["arctan"].weight, tau_pos=4.0, tau_neg=5.0)
+    # no token at tau |log r| = 1 exactly, where w = 1/2 and rounding would decide (tau_neg 5 with delta 0.2 did)
+    extra = partial(drift_metrics, soft_weight=GATES["arctan"].weight, tau_pos=4.0, tau_neg=4.5)
     metrics = h.train_step(engine, td, h.actor_config("vanilla", 16, 16),
                            extra_metrics=lambda o, d: {**extra(o, d), **importance_weight_metrics(o, d)})["metrics"]
     value = lambda name: _value(metrics[name])  # noqa: E731
     mask = response_mask.bool()
     x, pos = delta[mask], adv[mask] > 0
     outside = torch.where(pos, x > math.log(1.28), x < math.log(0.8))
-    w = GATES["arctan"].weight(x, torch.where(pos, torch.tensor(4.0), torch.tensor(5.0)))
+    w = GATES["arctan"].weight(x, torch.where(pos, torch.tensor(4.0), torch.tensor(4.5)))
     assert value("testbed/abs_log_ratio") == pytest.approx(x.abs().mean().item(), abs=1e-5)
     assert value("testbed/outside_clip_band") == pytest.approx(outside.float().mean().item(), abs=1e-6)
     assert value("testbed/w_below_half") == pytest.approx((w < 0.5).float().mean().item(), abs=1e-6)

@@ -10,7 +10,7 @@ from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer
 from sspo_verl.testbed.run import main, method_knob, parse_args
 
 pytestmark = pytest.mark.slow
-SHORT = ["--methods", "grpo_dapo,sspo", "--seeds", "1", "--steps", "2", "--sft-steps", "40", "--prompts", "8",
+SHORT = ["--methods", "grpo_dapo,sspo", "--seeds", "1", "--steps", "2", "--sft-steps", "150", "--prompts", "8",
          "--group-size", "4", "--mini-batches", "4", "--heldout", "32", "--eval-every", "1"]
 
 
@@ -45,7 +45,7 @@ def test_run_folder(two_runs):
     assert [c["seed"] for c in config["cold_start"]] == [0] and 0 <= config["cold_start"][0]["val_pass1"] <= 1
     summary = (folder / "summary.md").read_text()
     assert "| grpo_dapo | 1 |" in summary and "| sspo | 1 |" in summary and "| grpo | 1 |" in summary
-    assert "## Drift per mini-batch index" in summary and "| grpo_dapo | 4 | pg_clipfrac |" in summary
+    assert "## Drift per mini-batch index" in summary and "| grpo_dapo [clip 0.1/0.14] | 4 | pg_clipfrac |" in summary
     for name in ("reward_accuracy.png", "importance_weights.png", "entropy.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
 
