@@ -21,3 +21,17 @@ def _restore_platform_environment():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory):
+    """Every test and every process it starts gets a home of its own: a local Ray (ray.init, main_ppo) writes its
+    auth token to ~/.ray/auth_token, readable by everyone (0644), and the recipes' token setup writes there too;
+    neither may land in the home of whoever runs the tests."""
+    real = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    if real is None:
+        os.environ.pop("HOME", None)
+    else:
+        os.environ["HOME"] = real
