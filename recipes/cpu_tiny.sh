@@ -34,6 +34,7 @@ DATA_DIR="${DATA_DIR:-$HOME/data/sspo_cpu_tiny}"
 RUN_DIR="${RUN_DIR:-runs/cpu_tiny/$METHOD}"
 TRAIN_BATCH="${TRAIN_BATCH:-16}"
 STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
+check_batch_knobs
 NGPUS="${NGPUS:-1}"
 
 "$PYTHON" -m sspo_verl.testbed.cpu_recipe --out "$DATA_DIR"

@@ -11,6 +11,7 @@ DATA_DIR="${DATA_DIR:-$HOME/data}"
 MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-256}"
 STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
+check_batch_knobs
 run_recipe "$METHOD" \
   data.train_files="$DATA_DIR/deepmath/train.parquet" data.val_files="$DATA_DIR/math500/test.parquet" \
   data.train_batch_size="$TRAIN_BATCH" data.max_prompt_length=1024 data.max_response_length=8192 \

@@ -11,6 +11,7 @@ DATA_DIR="${DATA_DIR:-$HOME/data/gsm8k}"
 MODEL="${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-512}"
 STEPS_PER_BATCH="${STEPS_PER_BATCH:-4}"
+check_batch_knobs
 run_recipe "$METHOD" \
   data.train_files="$DATA_DIR/train.parquet" data.val_files="$DATA_DIR/test.parquet" \
   data.train_batch_size="$TRAIN_BATCH" data.max_prompt_length=512 data.max_response_length=1024 \

@@ -44,6 +44,19 @@ knob_sources() {
   printf '%s' "$sources"
 }
 
+# check_batch_knobs: TRAIN_BATCH and STEPS_PER_BATCH are whole numbers >= 1 (a recipe divides one by the other;
+# bash would say only "division by 0" or "abc: unbound variable")
+check_batch_knobs() {
+  local var
+  for var in TRAIN_BATCH STEPS_PER_BATCH; do
+    if ! [[ "${!var:-}" =~ ^[1-9][0-9]*$ ]]; then
+      echo "$var='${!var:-}' must be a whole number >= 1: the recipe sets actor_rollout_ref.actor.ppo_mini_batch_size" \
+           "= TRAIN_BATCH / STEPS_PER_BATCH (e.g. STEPS_PER_BATCH=4: 4 optimizer steps per rollout batch)" >&2
+      return 1
+    fi
+  done
+}
+
 # run_recipe <method> <setting overrides...> -- <user overrides...>
 # order: common, setting, method (loss lines), experiment name, user: later keys win
 run_recipe() {

@@ -73,6 +73,10 @@ BAD_SETTINGS = [  # (recipe arguments, environment, what the error says)
     (["grpo", "actor_rollout_ref.rollout.n=0"], {}, "actor_rollout_ref.rollout.n=0 must be a whole number >= 1."),
     (["sspo"], {"TAU_POS": "abc"}, "tau_pos='abc' is not a number; set actor_rollout_ref.actor.tau_pos=<a positive "
      "number>, e.g. tau_pos=1.0. This value comes from the recipe's environment variable TAU_POS='abc': set TAU_POS"),
+    (["sspo"], {"STEPS_PER_BATCH": "0"}, "STEPS_PER_BATCH='0' must be a whole number >= 1: the recipe sets "
+     "actor_rollout_ref.actor.ppo_mini_batch_size = TRAIN_BATCH / STEPS_PER_BATCH"),
+    (["sspo"], {"STEPS_PER_BATCH": "abc"}, "STEPS_PER_BATCH='abc' must be a whole number >= 1"),
+    (["sspo"], {"TRAIN_BATCH": "-8"}, "TRAIN_BATCH='-8' must be a whole number >= 1"),
 ]
 
 
