@@ -7,7 +7,8 @@ then the end-of-sequence token. The last number is the answer, as on GSM8K's `##
     solution "64,47</s>"
 
 The verifier gives 1 when the response is exactly a list of numbers whose last one is the answer
-(a strict format, like the GSM8K reward), else 0.
+(a strict format, like the GSM8K reward), else 0. It is verl's scorer of data_source `sspo/arithmetic`
+(`sspo_verl.rewards.arithmetic`), so the testbed and a main_ppo run score a response the same way.
 
 Every problem belongs to one split by a hash of its prompt: "val" and "test" (the two held-out sets: a sweep
 chooses its knobs on one and reports on the other) and "train" (the cold start and the RL prompts), so no
@@ -17,17 +18,17 @@ held-out problem is ever trained on, and the two held-out sets are disjoint.
 from __future__ import annotations
 
 import random
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..rewards.arithmetic import score
 
 CHARS = "0123456789+-=,"
 SPLITS = ("train", "val", "test")
 HELDOUT_SEEDS = {"val": 1, "test": 2}  # each held-out set is one fixed sample: the same for every seed and method
 _SPLIT_BUCKETS = 8  # crc32(prompt) % 8: bucket 0 is val, 1 is test, the rest (3/4 of the problems) train
 PAD, EOS = "<pad>", "</s>"
-_ANSWER = re.compile(r"^(?:-?\d+,)*(-?\d+)$")  # running totals, comma-separated; the last is the answer
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,7 @@ def reward(response: str, answer: int) -> float:
     """1.0 when `response` (decoded, without EOS) is a comma-separated list of numbers ending in `answer`, else 0.0.
 
     Only the format and the last number are checked, as GSM8K's reward checks only the `####` answer."""
-    match = _ANSWER.match(response.strip())
-    return float(match is not None and int(match.group(1)) == answer)
+    return float(score(response, answer).correct)
 
 
 def build_tokenizer(path: str | Path | None = None):

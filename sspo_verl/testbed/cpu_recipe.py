@@ -31,10 +31,13 @@ import time
 from pathlib import Path
 
 from ..data.prepare import SPECS, to_verl_row
+from ..rewards.arithmetic import SOURCES
 from .arithmetic import ArithmeticTask, Problem
 
-ARITHMETIC_SOURCE = "sspo/arithmetic"
-TASK = ArithmeticTask(n_operands=3, max_operand=9)  # the testbed's default: three numbers 0..9 with + and -, answered with the running totals
+ARITHMETIC_SOURCE = SOURCES[0]
+# The testbed's default task and cold start (python -m sspo_verl.testbed; a test checks they stay equal). Written
+# out, not read from the testbed's modules, which import torch: this module runs before every cpu_tiny launch.
+TASK = ArithmeticTask(n_operands=3, max_operand=9)  # three numbers 0..9 with + and -, answered with the running totals
 TRAIN_PROBLEMS = 2048
 VAL_PER_SOURCE = {"arithmetic": 64, "gsm8k": 8, "math500": 8}
 MAX_POSITIONS = 512  # word problems with their instruction run to ~200 characters

@@ -1,6 +1,7 @@
-"""The arithmetic scorer (data_source sspo/arithmetic) agrees with the testbed's verifier, in verl's result schema."""
+"""The arithmetic scorer (data_source sspo/arithmetic), the testbed's verifier too, in verl's result schema."""
 
 import random
+import re
 
 import pytest
 
@@ -23,14 +24,18 @@ def test_known_responses(response, answer, right):
     assert score(response, str(answer)).correct is right
 
 
-def test_agrees_with_the_testbeds_verifier_on_random_text():
-    """The testbed trains with arithmetic.reward; verl's reward loop must score the same responses the same way."""
+def test_agrees_with_the_format_rule_on_random_text():
+    """The testbed trains with arithmetic.reward and verl's reward loop scores with `score`: both must follow the
+    rule, written here as a regular expression (ASCII digits, comma-separated, the last one the answer)."""
+    rule = re.compile(r"(?:-?[0-9]+,)*(-?[0-9]+)")
     rng = random.Random(0)
     alphabet = "0123456789,-\n +x"
     for _ in range(20_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
         answer = rng.randint(-20, 40)
-        assert score(text, answer).correct == bool(reward(text, answer)), (text, answer)
+        match = rule.fullmatch(text.strip())
+        expected = match is not None and int(match.group(1)) == answer
+        assert score(text, answer).correct == expected == bool(reward(text, answer)), (text, answer)
 
 
 def test_through_verls_custom_reward_function_with_the_common_schema():
