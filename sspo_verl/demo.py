@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.getLogger("sspo_verl").setLevel(logging.ERROR)  # the demo sets the aggregation on purpose
+    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)  # the demo sets the aggregation on purpose
     modes = list(BASELINES) + SSPO_MODES
 
     ratios = torch.tensor([0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0], dtype=torch.float64)

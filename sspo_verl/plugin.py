@@ -41,7 +41,7 @@ from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
 from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
 
-logger = logging.getLogger("sspo_verl")
+logger = logging.getLogger("sspo_verl.plugin")  # a child of "sspo_verl": silencing it leaves the rewards' warnings
 
 SUPPORTED_VERL = SpecifierSet(">=0.9.1,<0.10")
 PAPER_AGG_MODE = "seq-mean-token-mean"

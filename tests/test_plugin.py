@@ -176,7 +176,7 @@ def test_unknown_gate_fails_at_config_time_with_the_known_modes():
 def test_agg_mode_warning_is_emitted_once_per_process_and_mode(caplog):
     plugin._warned.clear()
     batch = random_batch(B=3, T=4)
-    with caplog.at_level(logging.WARNING, logger="sspo_verl"):
+    with caplog.at_level(logging.WARNING, logger="sspo_verl.plugin"):
         cfg = actor_config("sspo_erf", loss_agg_mode="token-mean")
         for _ in range(3):
             call_loss("sspo_erf", batch, cfg)
@@ -195,7 +195,7 @@ def test_missing_config_is_a_clear_error():
 
 def test_bad_implementation_switch_is_logged_loudly(monkeypatch, caplog):
     monkeypatch.setattr(plugin, "IMPLEMENTATION", "turbo")
-    with caplog.at_level(logging.ERROR, logger="sspo_verl"), pytest.raises(ValueError, match="SSPO_VERL_IMPL='turbo'"):
+    with caplog.at_level(logging.ERROR, logger="sspo_verl.plugin"), pytest.raises(ValueError, match="SSPO_VERL_IMPL='turbo'"):
         plugin.register_loss_modes()
     assert "failed to register" in caplog.text
 
@@ -205,7 +205,7 @@ def test_registration_failure_is_logged_loudly(monkeypatch, caplog):
         raise AttributeError("register_policy_loss moved")
 
     monkeypatch.setattr(plugin, "register_policy_loss", broken)
-    with caplog.at_level(logging.ERROR, logger="sspo_verl"), pytest.raises(AttributeError):
+    with caplog.at_level(logging.ERROR, logger="sspo_verl.plugin"), pytest.raises(AttributeError):
         plugin.register_loss_modes()
     assert "failed to register" in caplog.text and "pip install" in caplog.text
 

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     h.use_cpu_platform()
     import sspo_verl.plugin  # noqa: F401  registers the loss modes
 
-    logging.getLogger("sspo_verl").setLevel(logging.ERROR)
+    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)
     h.init_single_process_group()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:

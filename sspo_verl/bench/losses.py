@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     if _MMAP_ENV not in os.environ and sys.platform.startswith("linux"):  # see module docstring
         os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.bench.losses", *(argv or sys.argv[1:])],
                    {**os.environ, _MMAP_ENV: "65536"})
-    logging.getLogger("sspo_verl").setLevel(logging.ERROR)
+    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)
     import sspo_verl.plugin  # noqa: F401  registers the modes
 
     modes = args.modes.split(",")
