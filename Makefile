@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(PY) -m sspo_verl.testbed $(ARGS)
 
 demo: $(STAMP)
-	$(PY) -m sspo_verl.demo
+	$(PY) -m sspo_verl.tools.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

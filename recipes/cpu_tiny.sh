@@ -10,8 +10,8 @@
 # rollout.n samples per prompt, ppo_mini_batch_size = train_batch_size / STEPS_PER_BATCH (4 optimizer steps per
 # rollout batch: the off-policy regime), our rewards, validation before training and every test_freq steps.
 # What differs, and why:
-#   rollout.name=hf                  transformers rollout server (sspo_verl/testbed/cpu_rollout.py): no vLLM on CPU
-#   VERL_PLATFORM=cpu + cpu_platform verl 0.9.1 has no CPU platform (sspo_verl/testbed/cpu_platform.py: gloo,
+#   rollout.name=hf                  transformers rollout server (sspo_verl/verl_on_cpu/cpu_rollout.py): no vLLM on CPU
+#   VERL_PLATFORM=cpu + cpu_platform verl 0.9.1 has no CPU platform (sspo_verl/verl_on_cpu/cpu_platform.py: gloo,
 #                                    Ray CPU resources); both modules reach every verl process through
 #                                    VERL_USE_EXTERNAL_MODULES, the loss modes still through the plugin's entry point
 #   +ray_kwargs.ray_init.num_gpus    verl's resource-pool check counts GPUs only; Ray is told of NGPUS logical GPUs
@@ -43,8 +43,8 @@ NGPUS="${NGPUS:-1}"
 source "$RECIPES_DIR/multinode/cluster.sh"
 [ "${DRY_RUN:-0}" = 1 ] || ray_auth_setup head
 # the CPU platform and the rollout backend load as top-level modules in every verl process (driver and Ray workers)
-TESTBED_DIR="$("$PYTHON" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("sspo_verl").origin), "testbed"))')"
-export PYTHONPATH="$TESTBED_DIR${PYTHONPATH:+:$PYTHONPATH}"
+CPU_MODULES_DIR="$("$PYTHON" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("sspo_verl").origin), "verl_on_cpu"))')"
+export PYTHONPATH="$CPU_MODULES_DIR${PYTHONPATH:+:$PYTHONPATH}"
 export VERL_USE_EXTERNAL_MODULES="cpu_platform,cpu_rollout${VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}"
 export VERL_PLATFORM=cpu
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0}"  # a local Ray binds 127.0.0.1

@@ -1,6 +1,6 @@
 """Soft Sequence Policy Optimization (arXiv 2602.19327) as a verl plugin.
 
-The loss modes `sspo` and `sspo_<gate>` are registered in verl's POLICY_LOSS_REGISTRY by `sspo_verl.plugin`, which
+The loss modes `sspo` and `sspo_<gate>` are registered in verl's POLICY_LOSS_REGISTRY by `sspo_verl.loss.plugin`, which
 verl's `verl.plugins` entry point imports in every process at `import verl`. `import sspo_verl` also registers them
 when verl is already loaded (as with `actor_rollout_ref.model.external_lib=sspo_verl`).
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import sys
 
+# One source each: setup.py reads these two lines (without importing the package), the plugin and preflight the rest.
 __version__ = "0.1.0"
+VERL_RANGE = ">=0.9.1,<0.10"  # the verl versions sspo-verl is tested with
 __all__ = ["GATES", "Gate", "check_gate", "get_gate", "sspo_token_loss", "check_actor_config", "register_gate",
            "LOSS_MODES"]
 
 DEPENDENCY_HINT = ("install torch first (your cluster's CUDA build, or `pip install torch==2.13.0` for CPU), then "
-                "`pip install 'verl>=0.9.1,<0.10'`, in the Python that runs verl")
+                   f"`pip install 'verl{VERL_RANGE}'`, in the Python that runs verl")
 
 
 def missing_dependency(exc: ModuleNotFoundError) -> ModuleNotFoundError:
@@ -34,11 +36,11 @@ def __getattr__(name: str):
     if name not in __all__:
         raise AttributeError(f"module 'sspo_verl' has no attribute {name!r}")
     try:
-        plugin = importlib.import_module(".plugin", __name__)
+        plugin = importlib.import_module(".loss.plugin", __name__)
     except ModuleNotFoundError as exc:
         raise missing_dependency(exc) from exc
     return getattr(plugin, name)
 
 
 if "verl" in sys.modules:  # verl is loaded (external_lib, or verl's own entry point): register now
-    from . import plugin  # noqa: F401
+    from .loss import plugin  # noqa: F401

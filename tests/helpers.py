@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-from sspo_verl.gates import Gate
-from sspo_verl.testbed import cpu_harness
+from sspo_verl.loss.gates import Gate
+from sspo_verl.verl_on_cpu import harness
 
 # GSM8K jsonl (MIT) in the workspace's shared data, beside the repository (CI clones it with shared/ beside it)
 GSM8K_DIR = Path(os.environ.get("SSPO_GSM8K_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"))
@@ -32,7 +32,7 @@ PAPER_AGG = "seq-mean-token-mean"
 
 def actor_config(loss_mode="sspo", tau_pos=1.0, tau_neg=1.05, loss_agg_mode=PAPER_AGG, global_batch_info=None, **kw):
     """A real verl FSDPActorConfig, as ppo_loss receives it."""
-    cfg = cpu_harness.actor_config(loss_mode, 4, 2, loss_agg_mode=loss_agg_mode, tau_pos=tau_pos, tau_neg=tau_neg, **kw)
+    cfg = harness.actor_config(loss_mode, 4, 2, loss_agg_mode=loss_agg_mode, tau_pos=tau_pos, tau_neg=tau_neg, **kw)
     cfg.global_batch_info.update(global_batch_info or {})
     return cfg
 

@@ -3,9 +3,9 @@
 #                  plugin's), print the command, exit 0 (no GPU needed); the launch runs the same checks
 #   LAUNCHER=...   what runs the overrides (default: python3 -m verl.trainer.main_ppo); the multi-node recipes
 #                  wrap it in `ray job submit`
-#   PREFLIGHT_ADDRESS=HEAD_IP:PORT  run `python -m sspo_verl.preflight` against that Ray cluster with the same
+#   PREFLIGHT_ADDRESS=HEAD_IP:PORT  run `python -m sspo_verl.tools.preflight` against that Ray cluster with the same
 #                  overrides before the launcher (PREFLIGHT_ARGS: its options); the multi-node recipes set it.
-#                  Without it, `python -m sspo_verl.preflight --local` checks this machine the same way (a fresh
+#                  Without it, `python -m sspo_verl.tools.preflight --local` checks this machine the same way (a fresh
 #                  interpreter, as main_ppo's workers here start): a loss mode they would not have fails in
 #                  seconds with verl's `Unsupported loss mode`, not after the first rollout. PREFLIGHT=0 skips both.
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +25,7 @@ COMMON_OVERRIDES=(
 )
 
 # Hydra key <- the environment knob the recipes set it from (lib/methods.sh, the recipe files). A bad value is
-# then reported with the variable the user set, not only the key (SSPO_RECIPE_KNOBS, read by sspo_verl.plugin).
+# then reported with the variable the user set, not only the key (SSPO_RECIPE_KNOBS, read by sspo_verl.loss.plugin).
 KNOB_KEYS=(
   actor_rollout_ref.actor.tau_pos=TAU_POS actor_rollout_ref.actor.tau_neg=TAU_NEG
   actor_rollout_ref.actor.ppo_mini_batch_size=STEPS_PER_BATCH data.train_batch_size=TRAIN_BATCH
@@ -77,14 +77,14 @@ run_recipe() {
   local all=("${COMMON_OVERRIDES[@]}" "${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")
   local launcher="${LAUNCHER:-$PYTHON -m verl.trainer.main_ppo}"
   if [ "${DRY_RUN:-0}" = 1 ]; then
-    "$PYTHON" -m sspo_verl.dry_run --launcher "$launcher" -- "${all[@]}"
+    "$PYTHON" -m sspo_verl.tools.dry_run --launcher "$launcher" -- "${all[@]}"
   else
     if [ "${PREFLIGHT:-1}" != 0 ]; then
       if [ -n "${PREFLIGHT_ADDRESS:-}" ]; then
         # shellcheck disable=SC2086  # options
-        "$PYTHON" -m sspo_verl.preflight --address "$PREFLIGHT_ADDRESS" ${PREFLIGHT_ARGS:-} -- "${all[@]}" || return 1
+        "$PYTHON" -m sspo_verl.tools.preflight --address "$PREFLIGHT_ADDRESS" ${PREFLIGHT_ARGS:-} -- "${all[@]}" || return 1
       else
-        "$PYTHON" -m sspo_verl.preflight --local -- "${all[@]}" || return 1
+        "$PYTHON" -m sspo_verl.tools.preflight --local -- "${all[@]}" || return 1
       fi
     fi
     # shellcheck disable=SC2086  # the launcher is a command line

@@ -30,12 +30,12 @@ def main(argv=None) -> int:
     steps = args.steps or (2 if args.quick else 8)
     response_len = 64 if args.quick else args.response_len
 
-    from sspo_verl.testbed import cpu_harness as h
+    from sspo_verl.verl_on_cpu import harness as h
 
     h.use_cpu_platform()
-    import sspo_verl.plugin  # noqa: F401  registers the loss modes
+    import sspo_verl.loss.plugin  # noqa: F401  registers the loss modes
 
-    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)
+    logging.getLogger("sspo_verl.loss.plugin").setLevel(logging.ERROR)
     h.init_single_process_group()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ _MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 
 
 def _configs(modes, B, T):
-    from sspo_verl.demo import actor_config
+    from sspo_verl.tools.demo import actor_config
 
     out = {}
     for mode in modes:
@@ -96,7 +96,7 @@ def _peak_bytes(device, run) -> int:
 def bench(shape, dtype, device, modes, repeats):
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-    from sspo_verl import plugin
+    from sspo_verl.loss import plugin
 
     B, T = shape
     inputs = _inputs(B, T, dtype, device)
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     if _MMAP_ENV not in os.environ and sys.platform.startswith("linux"):  # see module docstring
         os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.bench.losses", *(argv or sys.argv[1:])],
                    {**os.environ, _MMAP_ENV: "65536"})
-    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)
-    import sspo_verl.plugin  # noqa: F401  registers the modes
+    logging.getLogger("sspo_verl.loss.plugin").setLevel(logging.ERROR)
+    import sspo_verl.loss.plugin  # noqa: F401  registers the modes
 
     modes = args.modes.split(",")
     assert modes[0] == "vanilla", "the first mode is the baseline of the ratios"

@@ -41,7 +41,7 @@ TASK = ArithmeticTask(n_operands=3, max_operand=9)  # three numbers 0..9 with + 
 TRAIN_PROBLEMS = 2048
 VAL_PER_SOURCE = {"arithmetic": 64, "gsm8k": 8, "math500": 8}
 MAX_POSITIONS = 512  # word problems with their instruction run to ~200 characters
-# The testbed's cold start (README, "What made RL learn here"): greedy held-out accuracy about 0.3, pass@8 about 0.9
+# The testbed's cold start (docs/TESTBED.md, "What made RL learn here"): greedy held-out accuracy about 0.3, pass@8 about 0.9
 COLD_START = dict(steps=300, batch_size=64, lr=3e-3, flawed_fraction=0.7)
 PAD, EOS = "<pad>", "</s>"
 

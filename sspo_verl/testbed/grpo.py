@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..calibrate import weight_function
-from ..methods import actor_settings
-from . import cpu_harness as h
+from ..tools.calibrate import weight_function
+from ..loss.methods import actor_settings
+from ..verl_on_cpu import harness as h
 from . import policy as pol
 from .arithmetic import ArithmeticTask
 

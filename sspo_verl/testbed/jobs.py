@@ -70,7 +70,7 @@ def setup_process(device: str, threads: int | None) -> None:
     """This process's torch threads, verl's platform and a world of size 1 (once per process)."""
     import torch
 
-    from . import cpu_harness as h
+    from ..verl_on_cpu import harness as h
 
     if threads:
         torch.set_num_threads(threads)
@@ -78,7 +78,7 @@ def setup_process(device: str, threads: int | None) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)  # grpo_dapo's token-mean is intended here
+    logging.getLogger("sspo_verl.loss.plugin").setLevel(logging.ERROR)  # grpo_dapo's token-mean is intended here
     import sspo_verl  # noqa: F401  (the loss modes; verl's entry point also loads them)
 
     if device == "cuda":

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .arithmetic import ArithmeticTask, Problem, flawed, reward
-from .cpu_harness import position_ids
+from ..verl_on_cpu.harness import position_ids
 
 MODEL_SIZES = {  # Qwen2 architecture; "small" 0.31M parameters (CPU), "medium" ~10M (GPU)
     "small": dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,

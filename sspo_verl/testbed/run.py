@@ -6,7 +6,7 @@ with M mini-batches per rollout batch, every update through verl's FSDP2 engine 
     python -m sspo_verl.testbed --device cuda     # a larger model and batch on a GPU
     python -m sspo_verl.testbed.sweep             # each method's knob x M in {1, 2, 4, 8, 16} x 3 seeds
 
-The methods run at the knobs the committed sweep chose on its val split (`sweep.CHOSEN`; --knobs default for the
+The methods run at the knobs the committed sweep chose on its val split (`CHOSEN` below; --knobs default for the
 recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method, seed and step, step 0
 and the final evaluation included), summary.md (tables), reward_accuracy.png, importance_weights.png, entropy.png.
 """
@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..methods import METHODS
+from ..loss.methods import METHODS
 
 DEFAULT_METHODS = ["grpo_dapo", "sspo"]
 FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
@@ -29,6 +29,20 @@ ON_POLICY_CONTROL = "grpo"  # run at M = 1: does RL learn here at all, with no o
 PRESETS = {  # per device: model size, rollout batch, cold start, workers
     "cpu": dict(model_size="small", prompts=32, sft_steps=300, sft_batch=64),
     "cuda": dict(model_size="medium", prompts=128, sft_steps=1500, sft_batch=256),
+}
+
+# The knob each method runs at here: the sweep's choice on val (python -m sspo_verl.testbed.sweep writes it to
+# docs/results/sweep-cpu/chosen.json; a test keeps the two equal). label -> actor overrides.
+CHOSEN: dict[str, tuple[str, dict]] = {
+    "grpo_dapo": ("clip 0.1/0.14", {"clip_ratio_low": 0.1, "clip_ratio_high": 0.14}),
+    "gmpo": ("clip 0.2/0.2", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio": 0.2}),
+    "gspo": ("clip 0.0006/0.0008", {"clip_ratio_low": 0.0006, "clip_ratio_high": 0.0008}),
+    "sapo": ("tau 12.6/17.6", {"tau_pos": 12.591051243136327, "tau_neg": 17.62747174039086}),
+    "sspo": ("tau 8.1/8.96", {"tau_pos": 8.101755523850889, "tau_neg": 8.962840235449098}),
+    "sspo_sigmoid": ("tau 3.57/3.95", {"tau_pos": 3.5703366636059273, "tau_neg": 3.949805324100429}),
+    "sspo_erf": ("tau 1.69/1.87", {"tau_pos": 1.6862884799636013, "tau_neg": 1.865513491773223}),
+    "sspo_softsign": ("tau 1.68/1.86 (calibrated to 0.2/0.28)",
+                      {"tau_pos": 1.677928508505089, "tau_neg": 1.856264991453141}),
 }
 
 
@@ -53,12 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="verl's linear lr warm-up, in rollout batches (the scheduler steps once per batch)")
     p.add_argument("--knobs", choices=["chosen", "default"], default="chosen",
                    help="chosen: each method's clip range or temperatures chosen by the committed sweep; "
-                        "default: the recipes' (sspo_verl/methods.py)")
+                        "default: the recipes' (sspo_verl/loss/methods.py)")
     p.add_argument("--tau-pos", type=float, default=None, help="SSPO/SAPO temperature for A > 0")
     p.add_argument("--tau-neg", type=float, default=None, help="SSPO/SAPO temperature for A <= 0")
     p.add_argument("--tau-from-clip", type=float, nargs=2, default=None, metavar=("CLIP_LOW", "CLIP_HIGH"),
                    help="SSPO/SAPO temperatures at which each gate passes half its gradient at r = 1 + CLIP_HIGH "
-                        "(A > 0) and r = 1 - CLIP_LOW (A <= 0), e.g. 0.2 0.28 (python -m sspo_verl.calibrate)")
+                        "(A > 0) and r = 1 - CLIP_LOW (A <= 0), e.g. 0.2 0.28 (python -m sspo_verl.tools.calibrate)")
     p.add_argument("--eval-every", type=int, default=2, help="held-out accuracy every this many steps")
     p.add_argument("--heldout", type=int, default=256, help="problems in each held-out split (val, test), greedy")
     p.add_argument("--operands", type=int, default=3, help="numbers per problem")
@@ -108,23 +122,20 @@ def method_knob(method: str, args) -> tuple[tuple[tuple[str, float], ...], str]:
         knob = {k: v for k, v in (("tau_pos", args.tau_pos), ("tau_neg", args.tau_neg)) if v is not None}
         return tuple(knob.items()), "tau " + "/".join(f"{v:.3g}" for v in knob.values())
     if soft and args.tau_from_clip:
-        from ..calibrate import taus_from_clip
+        from ..tools.calibrate import taus_from_clip
 
         low, high = args.tau_from_clip
         tau_pos, tau_neg = taus_from_clip(METHODS[method]["loss_mode"], low, high)
         return (("tau_pos", tau_pos), ("tau_neg", tau_neg)), f"tau from clip {low:g}/{high:g}"
-    if args.knobs == "chosen":
-        from .sweep import CHOSEN
-
-        if method in CHOSEN:
-            label, knob = CHOSEN[method]
-            return tuple(knob.items()), label
+    if args.knobs == "chosen" and method in CHOSEN:
+        label, knob = CHOSEN[method]
+        return tuple(knob.items()), label
     return (), ""
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ..report import markdown_table, summarize, write_report
+    from ..tools.report import markdown_table, summarize, write_report
     from . import analysis, jobs
     from .arithmetic import ArithmeticTask
     from .grpo import RLConfig

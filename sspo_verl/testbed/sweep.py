@@ -6,7 +6,7 @@ method's knob chosen on the val split and reported on the test split (two disjoi
 
 Knobs (KNOB_GRID): the clip range of grpo_dapo, gmpo and gspo at 0.5x, 1x and 2x their defaults; the temperatures
 of sapo and every SSPO gate at SAPO's default 1.0/1.05 and at 0.5x, 1x and 2x the ones calibrated to the clip
-0.2/0.28 (sspo_verl.calibrate). M in {1, 2, 4, 8, 16} with the rollout batch fixed (32 prompts x 8 samples).
+0.2/0.28 (sspo_verl.tools.calibrate). M in {1, 2, 4, 8, 16} with the rollout batch fixed (32 prompts x 8 samples).
 
 At M = 1 every ratio is exactly 1 (the old log-probs are recomputed by the same engine on the same weights), so a
 clip range or an SSPO temperature cannot change the update: the hard clips pass r = 1 with the same gradient, and
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..methods import METHODS
+from ..loss.methods import METHODS
 
 SWEEP_METHODS = ["grpo_dapo", "gmpo", "gspo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 MINI_BATCHES = (1, 2, 4, 8, 16)
@@ -46,26 +46,11 @@ SAPO_DEFAULT = {"tau_pos": 1.0, "tau_neg": 1.05}
 NOT_SHARED_AT_M1 = {"sapo"}  # see the module docstring
 DRIFT_MAP_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
-# The knob each method runs at in the main job (python -m sspo_verl.testbed): the sweep's choice on val, from
-# docs/results/sweep-cpu/chosen.json (a test keeps the two equal). label -> actor overrides.
-CHOSEN: dict[str, tuple[str, dict]] = {
-    "grpo_dapo": ("clip 0.1/0.14", {"clip_ratio_low": 0.1, "clip_ratio_high": 0.14}),
-    "gmpo": ("clip 0.2/0.2", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio": 0.2}),
-    "gspo": ("clip 0.0006/0.0008", {"clip_ratio_low": 0.0006, "clip_ratio_high": 0.0008}),
-    "sapo": ("tau 12.6/17.6", {"tau_pos": 12.591051243136327, "tau_neg": 17.62747174039086}),
-    "sspo": ("tau 8.1/8.96", {"tau_pos": 8.101755523850889, "tau_neg": 8.962840235449098}),
-    "sspo_sigmoid": ("tau 3.57/3.95", {"tau_pos": 3.5703366636059273, "tau_neg": 3.949805324100429}),
-    "sspo_erf": ("tau 1.69/1.87", {"tau_pos": 1.6862884799636013, "tau_neg": 1.865513491773223}),
-    "sspo_softsign": ("tau 1.68/1.86 (calibrated to 0.2/0.28)",
-                      {"tau_pos": 1.677928508505089, "tau_neg": 1.856264991453141}),
-}
-
-
 def knob_grid(method: str) -> list[tuple[str, dict, float]]:
     """[(label, actor overrides, width factor)] of `method`; the reference knob (width 1) first."""
     settings = METHODS[method]
     if "tau_pos" in settings:
-        from ..calibrate import taus_from_clip
+        from ..tools.calibrate import taus_from_clip
 
         tau_pos, tau_neg = taus_from_clip(settings["loss_mode"], *REFERENCE_CLIP)
         grid = [(f"tau {tau_pos / f:.3g}/{tau_neg / f:.3g}" + (" (calibrated to 0.2/0.28)" if f == 1 else ""),

@@ -37,7 +37,7 @@ def test_gsm8k_rows_load_with_verls_rl_dataset(gsm8k, tmp_path):
     from transformers import AutoTokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from sspo_verl.testbed.cpu_harness import make_tiny_model
+    from sspo_verl.verl_on_cpu.harness import make_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(make_tiny_model(tmp_path / "m"))
     config = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 512, "filter_overlong_prompts": False,

@@ -110,11 +110,11 @@ def test_arithmetic_reward_is_mixed(sspo_run):
 
 
 def test_compare_reads_the_runs_file_log_and_tensorboard(sspo_run, tmp_path):
-    """`python -m sspo_verl.compare` on the run's two logs: the same steps and values from each, and its report."""
+    """`python -m sspo_verl.tools.compare` on the run's two logs: the same steps and values from each, and its report."""
     run_dir, _, logged = sspo_run
     out = tmp_path / "report"
     val_key = "val-core/sspo/arithmetic/acc/mean@1"
-    proc = subprocess.run([sys.executable, "-m", "sspo_verl.compare", "--run", f"sspo={run_dir / 'metrics.jsonl'}",
+    proc = subprocess.run([sys.executable, "-m", "sspo_verl.tools.compare", "--run", f"sspo={run_dir / 'metrics.jsonl'}",
                            "--run", f"sspo={run_dir / 'tensorboard'}", "--val-key", val_key, "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

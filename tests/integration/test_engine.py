@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sspo_verl.testbed import cpu_harness as h
+from sspo_verl.verl_on_cpu import harness as h
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ RECIPE = str(RECIPES / "deepmath_qwen2.5_7b.sh")
 RAY_CLUSTER = str(RECIPES / "multinode" / "ray_cluster.sh")
 HEAD = "10.77.0.1"
 DASHBOARD = f"http://{HEAD}:8265"
-PAYLOAD = f"python -m sspo_verl.testbed.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
+PAYLOAD = f"python -m sspo_verl.verl_on_cpu.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
 FAULT_PAYLOAD = f"python {ROOT / 'tests' / 'multinode' / 'payload.py'}"
 
 
@@ -136,7 +136,7 @@ def reference(workdir):
     """The same update with 2 ranks on one node (local Ray on loopback). A new local Ray writes a token to
     ~/.ray/auth_token: HOME is the test's."""
     (workdir / "reference-home").mkdir(exist_ok=True)
-    out = subprocess.run([sys.executable, "-m", "sspo_verl.testbed.ray_update", "--ranks", "2", "--loss-mode", "sspo"],
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.verl_on_cpu.ray_update", "--ranks", "2", "--loss-mode", "sspo"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                               "HOME": str(workdir / "reference-home")})

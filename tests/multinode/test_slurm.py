@@ -28,7 +28,7 @@ from .slurm import LocalSlurm, missing_binaries
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 
 HEAD = "10.77.0.1"
-PAYLOAD = f"python -m sspo_verl.testbed.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
+PAYLOAD = f"python -m sspo_verl.verl_on_cpu.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
 HOLD_PAYLOAD = f"python {ROOT / 'tests' / 'multinode' / 'payload.py'} hold --"
 SLURM_DAEMONS = ("slurmd", "slurmctld", "slurmscriptd", "slurmstepd")  # may stay on a node when its jobs are gone
 

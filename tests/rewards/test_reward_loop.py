@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-from sspo_verl.dry_run import compose
+from sspo_verl.tools.dry_run import compose
 from sspo_verl.rewards import RESULT_KEYS, compute_score
 
 # (data_source, response, reference, score) for every dataset the recipes train or validate on

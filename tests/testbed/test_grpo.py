@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sspo_verl.testbed import cpu_harness as h
+from sspo_verl.verl_on_cpu import harness as h
 from sspo_verl.testbed import policy as pol
 from sspo_verl.testbed.arithmetic import ArithmeticTask, build_tokenizer
 from sspo_verl.testbed.grpo import GRPOTrainer, RLConfig, _value
@@ -103,7 +103,7 @@ def test_drift_metrics_measure_known_log_ratios(checkpoint):
     the drift metrics must equal the hand-computed shares."""
     from functools import partial
 
-    from sspo_verl.gates import GATES
+    from sspo_verl.loss.gates import GATES
     from sspo_verl.testbed.grpo import drift_metrics, importance_weight_metrics
 
     tok = build_tokenizer()

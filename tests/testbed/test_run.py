@@ -91,8 +91,8 @@ def test_bad_arguments_fail_at_parse_time(capsys):
 
 def test_temperatures_precedence():
     """Explicit temperatures, else --tau-from-clip (each method's own gate), else the sweep's choice, else default."""
-    from sspo_verl.calibrate import taus_from_clip
-    from sspo_verl.testbed.sweep import CHOSEN
+    from sspo_verl.tools.calibrate import taus_from_clip
+    from sspo_verl.testbed.run import CHOSEN
 
     args = parse_args(["--methods", "grpo_dapo,sspo_erf,sapo", "--tau-from-clip", "0.2", "0.28"])
     assert dict(method_knob("sspo_erf", args)[0]) == dict(zip(("tau_pos", "tau_neg"), taus_from_clip("erf", 0.2, 0.28)))

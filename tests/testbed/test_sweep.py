@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sspo_verl.calibrate import taus_from_clip
+from sspo_verl.tools.calibrate import taus_from_clip
 from sspo_verl.testbed import sweep
 from sspo_verl.testbed.analysis import TARGET_GAIN, measure
 from sspo_verl.testbed.jobs import Run
@@ -82,10 +82,12 @@ def test_early_curve_measures_by_hand():
 
 
 def test_the_main_job_runs_at_the_committed_choice():
-    """sweep.CHOSEN (what `python -m sspo_verl.testbed` runs) is the committed sweep's chosen.json."""
+    """run.CHOSEN (what `python -m sspo_verl.testbed` runs) is the committed sweep's chosen.json."""
+    from sspo_verl.testbed.run import CHOSEN
+
     committed = json.loads((ROOT / "docs" / "results" / "sweep-cpu" / "chosen.json").read_text())
     assert {m: (c["label"], c["knob"]) for m, c in committed.items()} == \
-        {m: (label, knob) for m, (label, knob) in sweep.CHOSEN.items()}
+        {m: (label, knob) for m, (label, knob) in CHOSEN.items()}
 
 
 @pytest.mark.slow

@@ -11,11 +11,11 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 import sspo_verl
-from sspo_verl import plugin
-from sspo_verl.gates import GATES
-from sspo_verl.testbed import cpu_harness
+from sspo_verl.loss import plugin
+from sspo_verl.loss.gates import GATES
+from sspo_verl.verl_on_cpu import harness
 
-from .helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, random_batch
+from ..helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, random_batch
 
 AGG_MODES = ["seq-mean-token-mean", "token-mean", "seq-mean-token-sum", "token-sum"]
 
@@ -114,7 +114,7 @@ def test_rollout_is_weights_scale_each_tokens_term():
 def test_through_verls_own_ppo_loss():
     """verl's real caller: nested (no-padding) TensorDict, bool mask, global_batch_info filled from the data."""
     B, P, R = 4, 6, 10
-    td = cpu_harness.rollout_batch(B, P, R, vocab_size=64, seed=24)  # left-padded prompts, right-padded responses
+    td = harness.rollout_batch(B, P, R, vocab_size=64, seed=24)  # left-padded prompts, right-padded responses
     padded = lambda t: t.to_padded_tensor(0) if t.is_nested else t  # noqa: E731
     response_mask = padded(td["response_mask"]).bool()  # (B, R)
     assert not response_mask.all()  # some responses are short
@@ -176,7 +176,7 @@ def test_unknown_gate_fails_at_config_time_with_the_known_modes():
 def test_agg_mode_warning_is_emitted_once_per_process_and_mode(caplog):
     plugin._warned.clear()
     batch = random_batch(B=3, T=4)
-    with caplog.at_level(logging.WARNING, logger="sspo_verl.plugin"):
+    with caplog.at_level(logging.WARNING, logger="sspo_verl.loss.plugin"):
         cfg = actor_config("sspo_erf", loss_agg_mode="token-mean")
         for _ in range(3):
             call_loss("sspo_erf", batch, cfg)
@@ -195,7 +195,7 @@ def test_missing_config_is_a_clear_error():
 
 def test_bad_implementation_switch_is_logged_loudly(monkeypatch, caplog):
     monkeypatch.setattr(plugin, "IMPLEMENTATION", "turbo")
-    with caplog.at_level(logging.ERROR, logger="sspo_verl.plugin"), pytest.raises(ValueError, match="SSPO_VERL_IMPL='turbo'"):
+    with caplog.at_level(logging.ERROR, logger="sspo_verl.loss.plugin"), pytest.raises(ValueError, match="SSPO_VERL_IMPL='turbo'"):
         plugin.register_loss_modes()
     assert "failed to register" in caplog.text
 
@@ -205,7 +205,7 @@ def test_registration_failure_is_logged_loudly(monkeypatch, caplog):
         raise AttributeError("register_policy_loss moved")
 
     monkeypatch.setattr(plugin, "register_policy_loss", broken)
-    with caplog.at_level(logging.ERROR, logger="sspo_verl.plugin"), pytest.raises(AttributeError):
+    with caplog.at_level(logging.ERROR, logger="sspo_verl.loss.plugin"), pytest.raises(AttributeError):
         plugin.register_loss_modes()
     assert "failed to register" in caplog.text and "pip install" in caplog.text
 
@@ -227,7 +227,7 @@ def test_user_gate_is_checked_and_registered():
         batch = random_batch(B=4, T=6, seed=25)
         loss, metrics = call_loss(mode, batch, actor_config(mode, 1.0, 2.0))
         (grad,) = torch.autograd.grad(loss, batch.log_prob)
-        from .helpers import eq13_gradient
+        from ..helpers import eq13_gradient
 
         torch.testing.assert_close(grad, -eq13_gradient(batch, GATES["algebraic"], 1.0, 2.0), rtol=1e-7, atol=1e-10)
     finally:
@@ -293,7 +293,7 @@ def _validate(overrides):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from sspo_verl.dry_run import compose
+    from sspo_verl.tools.dry_run import compose
 
     cfg = compose(["algorithm.adv_estimator=grpo", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
                    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", "actor_rollout_ref.rollout.n=4",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sspo_verl.gates import CHECK_TAUS, GATES, Gate, GateRequirementError, check_gate, get_gate
+from sspo_verl.loss.gates import CHECK_TAUS, GATES, Gate, GateRequirementError, check_gate, get_gate
 
 GATE_NAMES = ["arctan", "sigmoid", "erf", "softsign"]
 X = torch.cat([torch.linspace(-50, 50, 20001, dtype=torch.float64), torch.tensor([-1e4, -1e3, 1e3, 1e4], dtype=torch.float64)])

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from sspo_verl.gates import GATES, Gate
-from sspo_verl.objective import SSPOInputError, sspo_token_loss
-from sspo_verl.plugin import gate_for_loss_mode
+from sspo_verl.loss.gates import GATES, Gate
+from sspo_verl.loss.objective import SSPOInputError, sspo_token_loss
+from sspo_verl.loss.plugin import gate_for_loss_mode
 
-from .helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, eq10_objective, eq13_gradient, random_batch
+from ..helpers import PAPER_AGG, SSPO_MODES, Batch, actor_config, call_loss, eq10_objective, eq13_gradient, random_batch
 
 TAUS = [(1.0, 1.05), (0.7, 1.9), (3.0, 0.5)]
 
@@ -268,8 +268,8 @@ def test_all_masked_micro_batch_gives_zero_loss_and_the_same_metric_keys():
 @pytest.mark.parametrize("implementation", ["fused", "reference"])
 def test_all_masked_micro_batch_metrics_follow_one_convention(monkeypatch, implementation):
     """No valid token: an untouched policy's values (objective.NO_TOKEN_STATS), so w's mean, min and s agree."""
-    from sspo_verl import plugin
-    from sspo_verl.objective import NO_TOKEN_STATS
+    from sspo_verl.loss import plugin
+    from sspo_verl.loss.objective import NO_TOKEN_STATS
 
     monkeypatch.setattr(plugin, "IMPLEMENTATION", implementation)
     batch = random_batch(B=3, T=5, seed=13)

@@ -1,6 +1,6 @@
 """Compare real verl runs launched by the recipes: the testbed's plots and table from verl's own logs.
 
-    python -m sspo_verl.compare --run grpo_dapo=logs/grpo_s0.jsonl --run grpo_dapo=logs/grpo_s1.jsonl \\
+    python -m sspo_verl.tools.compare --run grpo_dapo=logs/grpo_s0.jsonl --run grpo_dapo=logs/grpo_s1.jsonl \\
         --run sspo=logs/sspo_s0.jsonl --run sspo=tensorboard_log/sspo/s1 --out reports/gsm8k
 
 Each --run is METHOD=PATH; repeating a method adds a seed. PATH is any log verl writes:
@@ -198,7 +198,7 @@ def read_runs(specs: list[str], val_key: str | None) -> tuple[list[dict], dict[s
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sspo_verl.compare", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m sspo_verl.tools.compare", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, metavar="METHOD=PATH",
                         help="a run's log; repeat a method for more seeds (a bare PATH: the testbed's metrics.jsonl)")
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
         write_jsonl(records, out / "records.jsonl")
         runs = ", ".join(f"{m} x {n}" for m, n in seeds.items())
         command = " ".join(sys.argv[1:] if argv is None else argv)
-        write_report(records, out, baseline, f"# runs: {runs}\n\n`python -m sspo_verl.compare {command}`")
+        write_report(records, out, baseline, f"# runs: {runs}\n\n`python -m sspo_verl.tools.compare {command}`")
     except CompareError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

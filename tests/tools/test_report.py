@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sspo_verl.report import markdown_table, plot, summarize, write_report
+from sspo_verl.tools.report import markdown_table, plot, summarize, write_report
 
 
 def _run(method, seed, accs, rewards=None, **extra):
@@ -74,7 +74,7 @@ def test_each_axis_names_its_metric_and_an_empty_panel_says_so():
     """A real verl run logs no importance-weight variance: that panel used to be an empty 0-1 axis."""
     import matplotlib.pyplot as plt
 
-    from sspo_verl.report import FIGURES, figures
+    from sspo_verl.tools.report import FIGURES, figures
 
     verl_like = [{k: v for k, v in r.items() if k not in ("token_iw_var", "seq_iw_var")} for r in RECORDS]
     drawn = figures(verl_like)

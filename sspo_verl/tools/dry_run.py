@@ -1,6 +1,6 @@
 """Dry run of a recipe: compose verl's real config with the recipe's overrides and check it without GPUs.
 
-    python -m sspo_verl.dry_run [--launcher "python3 -m verl.trainer.main_ppo"] -- <hydra overrides...>
+    python -m sspo_verl.tools.dry_run [--launcher "python3 -m verl.trainer.main_ppo"] -- <hydra overrides...>
 
 It composes `ppo_trainer.yaml` from the installed verl with the overrides and runs verl's `validate_config` on
 it, exactly as `main_ppo` does before it starts anything. With the plugin loaded (as in every verl process),
@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 
-from .methods import METHODS
+from ..loss.methods import METHODS
 
 # the settings each loss mode reads, from the methods table (sspo_<gate> and sapo: the temperatures)
 LOSS_SETTINGS = {s["loss_mode"]: [k for k in s if k not in ("loss_mode", "loss_agg_mode")] for s in METHODS.values()}
@@ -39,7 +39,7 @@ def validate(cfg) -> list[str]:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from . import plugin  # registers the loss modes and the config hooks (the entry point does it too)
+    from ..loss import plugin  # registers the loss modes and the config hooks (the entry point does it too)
 
     with plugin.collect_warnings() as warnings:
         validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))

@@ -1,8 +1,8 @@
 """Preflight of a run: can every alive Ray node train this loss? Answered in seconds, before any node loads a
 model or starts a rollout engine.
 
-    python -m sspo_verl.preflight [--address HEAD_IP:6379] [--runtime-env FILE] [--nodes N] -- <hydra overrides...>
-    python -m sspo_verl.preflight --local -- <hydra overrides...>      # one machine, no Ray cluster yet
+    python -m sspo_verl.tools.preflight [--address HEAD_IP:6379] [--runtime-env FILE] [--nodes N] -- <hydra overrides...>
+    python -m sspo_verl.tools.preflight --local -- <hydra overrides...>      # one machine, no Ray cluster yet
 
 --local (what recipes/lib/run.sh runs before a single-node launch) makes the same check in a fresh interpreter on
 this machine, with this environment: what main_ppo's Ray workers here will be started with. A loss mode those
@@ -10,7 +10,7 @@ workers will not have fails here with verl's own `Unsupported loss mode` (from v
 lookup its ppo_loss makes), before Ray starts, instead of after the first rollout.
 
 The overrides are the recipe's (composed with verl's `ppo_trainer.yaml` as `main_ppo` does, through
-`sspo_verl.dry_run.compose`). The config is checked once here, then one small task runs on every alive node
+`sspo_verl.tools.dry_run.compose`). The config is checked once here, then one small task runs on every alive node
 (pinned with a hard node affinity) in the interpreter that Ray's workers use there, and checks what a verl
 worker on that node will need:
 
@@ -131,7 +131,7 @@ def settings_from_overrides(overrides: list[str]) -> Settings:
 
 def config_problem(s) -> Optional[tuple[str, str]]:
     """The plugin's own config check (gate, temperatures) on this interpreter: (what, fix) or None."""
-    from sspo_verl.plugin import check_actor_config
+    from sspo_verl.loss.plugin import check_actor_config
 
     actor = SimpleNamespace(policy_loss={"loss_mode": s.loss_mode}, tau_pos=s.tau_pos, tau_neg=s.tau_neg,
                             loss_agg_mode=s.loss_agg_mode)
@@ -314,7 +314,7 @@ def run_checks(address: str, settings: Settings, runtime_env: Optional[dict], ti
         ray.shutdown()
 
 
-# This file loaded by path, not as sspo_verl.preflight: importing the package first would make a later
+# This file loaded by path, not as sspo_verl.tools.preflight: importing the package first would make a later
 # `import sspo_verl` (external_lib) a no-op, which a worker's is not.
 LOCAL_CHECK = ("import importlib.util as u, json, sys; spec = u.spec_from_file_location('preflight', sys.argv[1]); "
                "m = sys.modules['preflight'] = u.module_from_spec(spec); spec.loader.exec_module(m); "

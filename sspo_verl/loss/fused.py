@@ -10,7 +10,7 @@ Why it is faster and leaner (the loss is memory-bound):
 - Diagnostics come from cheap reductions of tensors the forward already has (w at padding is w(0) = 1, so
   min / sum need no mask), and a NaN/inf check folded into two sums.
 
-It stays equal to the reference (tests/test_fused.py, float64). Gates without a fused kernel fall back to
+It stays equal to the reference (tests/loss/test_fused.py, float64). Gates without a fused kernel fall back to
 their `log_g` / `weight` functions, still inside the one-tensor autograd function.
 """
 

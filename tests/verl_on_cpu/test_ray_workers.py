@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def _update(ranks, **env):
-    out = subprocess.run([sys.executable, "-m", "sspo_verl.testbed.ray_update", "--ranks", str(ranks)],
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.verl_on_cpu.ray_update", "--ranks", str(ranks)],
                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     return out
 

@@ -1,7 +1,7 @@
 """Plots and a markdown table from per-step metric records, for the testbed and for real verl runs.
 
 A record is one step of one run: {"method", "seed", "step", and any of the metrics below}. The testbed writes
-them directly; `sspo_verl.compare` maps verl's logged keys onto the same names.
+them directly; `sspo_verl.tools.compare` maps verl's logged keys onto the same names.
 
     reward        mean training reward of the step's rollouts
     val_acc       held-out accuracy (evaluated every few steps)

@@ -4,8 +4,8 @@ The workers get the CPU platform from `cpu_platform.py` (a top-level module on t
 loss modes only through sspo_verl's `verl.plugins` entry point: nothing here imports the plugin inside them.
 Prints one JSON line: loss, grad_norm, the SSPO metrics, and the node of every rank.
 
-    python -m sspo_verl.testbed.ray_update --ranks 2                     # local Ray on loopback
-    python -m sspo_verl.testbed.ray_update --address 10.77.0.1:6379 --ranks-per-node 1,1
+    python -m sspo_verl.verl_on_cpu.ray_update --ranks 2                     # local Ray on loopback
+    python -m sspo_verl.verl_on_cpu.ray_update --address 10.77.0.1:6379 --ranks-per-node 1,1
 
 As the payload of a multi-node recipe (PAYLOAD=..., in place of main_ppo) it receives the recipe's Hydra
 overrides and trains with their loss settings (loss_mode, tau_pos, tau_neg, loss_agg_mode).
@@ -22,17 +22,17 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-TESTBED_DIR = Path(__file__).resolve().parent
+MODULES_DIR = Path(__file__).resolve().parent
 
 
 def loss_settings(loss_mode: str, overrides: list[str]) -> dict:
     """The actor's loss keys: from a recipe's Hydra overrides when given (the multi-node payload), else
     `loss_mode` with tau 1.0 / 1.05 (and the harness's seq-mean-token-mean)."""
     if not overrides:
-        from sspo_verl.methods import TAU_NEG, TAU_POS
+        from sspo_verl.loss.methods import TAU_NEG, TAU_POS
 
         return {"loss_mode": loss_mode, "tau_pos": TAU_POS, "tau_neg": TAU_NEG}
-    from sspo_verl.preflight import settings_from_overrides
+    from sspo_verl.tools.preflight import settings_from_overrides
 
     s = settings_from_overrides(overrides)
     return {"loss_mode": s.loss_mode, "tau_pos": s.tau_pos, "tau_neg": s.tau_neg, "loss_agg_mode": s.loss_agg_mode}
@@ -52,13 +52,13 @@ def main(argv=None) -> int:
     if args.address is None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         # a local Ray must bind loopback only, which Ray decides at `import ray`; importing sspo_verl (the package
         # of this module) has imported it already, so start again with the variable set
-        os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.testbed.ray_update",
+        os.execvpe(sys.executable, [sys.executable, "-m", "sspo_verl.verl_on_cpu.ray_update",
                                     *(sys.argv[1:] if argv is None else argv)],
                    {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
 
     import ray
 
-    from sspo_verl.testbed import cpu_harness as h
+    from sspo_verl.verl_on_cpu import harness as h
 
     h.use_cpu_platform()
     loss = loss_settings(args.loss_mode, args.overrides)
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ranks_per_node = [int(n) for n in args.ranks_per_node.split(",")] if args.ranks_per_node else [args.ranks]
     work = Path(tempfile.mkdtemp(prefix="sspo-ray-update-"))
     worker_env = {
-        "PYTHONPATH": os.pathsep.join([str(TESTBED_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYTHONPATH": os.pathsep.join([str(MODULES_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "VERL_USE_EXTERNAL_MODULES": "cpu_platform",
         "VERL_PLATFORM": "cpu",
         "VERL_ENGINE_DEVICE": "cuda",

@@ -1,4 +1,4 @@
-"""The transformers rollout backend (sspo_verl/testbed/cpu_rollout.py): sampling against transformers' own
+"""The transformers rollout backend (sspo_verl/verl_on_cpu/cpu_rollout.py): sampling against transformers' own
 forward pass, the agent loop's sampling params, the server's batching and weight updates, and its registration in
 verl's registries. The whole path through main_ppo is tests/e2e/test_cpu_main_ppo.py."""
 
@@ -13,17 +13,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-TESTBED = Path(__file__).resolve().parents[2] / "sspo_verl" / "testbed"
+MODULES_DIR = Path(__file__).resolve().parents[2] / "sspo_verl" / "verl_on_cpu"
 
 
 @pytest.fixture(scope="module")
 def cpu_rollout():
-    """The module as verl's processes load it: top-level, from the testbed folder (VERL_USE_EXTERNAL_MODULES)."""
-    sys.path.insert(0, str(TESTBED))
+    """The module as verl's processes load it: top-level, from its folder (VERL_USE_EXTERNAL_MODULES)."""
+    sys.path.insert(0, str(MODULES_DIR))
     try:
         yield importlib.import_module("cpu_rollout")
     finally:
-        sys.path.remove(str(TESTBED))
+        sys.path.remove(str(MODULES_DIR))
 
 
 @pytest.fixture(scope="module")

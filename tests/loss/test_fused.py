@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from sspo_verl.fused import sspo_token_loss_fused
-from sspo_verl.gates import GATES, Gate
-from sspo_verl.objective import sspo_token_loss
+from sspo_verl.loss.fused import sspo_token_loss_fused
+from sspo_verl.loss.gates import GATES, Gate
+from sspo_verl.loss.objective import sspo_token_loss
 
-from .helpers import random_batch
+from ..helpers import random_batch
 
 
 def _both(batch, gate, tau_pos, tau_neg, weights=None):

@@ -14,9 +14,9 @@ from packaging.specifiers import SpecifierSet
 
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-from sspo_verl import preflight
-from sspo_verl.gates import GATES
-from sspo_verl.plugin import SUPPORTED_VERL
+from sspo_verl.tools import preflight
+from sspo_verl.loss.gates import GATES
+from sspo_verl.loss.plugin import SUPPORTED_VERL
 
 A = "actor_rollout_ref.actor"
 SSPO = [f"{A}.policy_loss.loss_mode=sspo", f"{A}.tau_pos=1.0", f"{A}.tau_neg=1.05",
@@ -98,7 +98,7 @@ def test_an_interpreter_without_the_plugin_distribution_gets_the_install_command
 
 
 def _check_in_fresh_process(settings, **env) -> dict:
-    # preflight.py loaded as a file, not as sspo_verl.preflight, as the by-value Ray task reaches a node and as the
+    # preflight.py loaded as a file, not as sspo_verl.tools.preflight, as the by-value Ray task reaches a node and as the
     # local preflight runs it (preflight.LOCAL_CHECK)
     out = subprocess.run([sys.executable, "-c", preflight.LOCAL_CHECK, preflight.__file__, json.dumps(asdict(settings))],
                          capture_output=True, text=True, timeout=120, env={**os.environ, **env}, cwd="/")
@@ -118,7 +118,7 @@ def test_plugins_switched_off_fail_unless_external_lib_brings_the_plugin(setting
 
 
 def _local(*overrides, **env):
-    return subprocess.run([sys.executable, "-m", "sspo_verl.preflight", "--local", "--", *overrides],
+    return subprocess.run([sys.executable, "-m", "sspo_verl.tools.preflight", "--local", "--", *overrides],
                           capture_output=True, text=True, timeout=300, env={**os.environ, **env})
 
 
@@ -171,7 +171,7 @@ def test_runtime_env_file_is_read_and_a_missing_one_is_named(tmp_path):
 @pytest.mark.slow
 def test_no_cluster_at_the_address_fails_in_seconds_with_how_to_start_it():
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "sspo_verl.preflight", "--address", "127.0.0.1:1", "--", *SSPO],
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.preflight", "--address", "127.0.0.1:1", "--", *SSPO],
                          capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 1
     assert "preflight FAILED: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)" in out.stderr
@@ -237,7 +237,7 @@ def test_a_node_alive_but_silent_is_named_after_the_timeout(monkeypatch):
 @pytest.mark.slow
 def test_exit_after_ends_a_process_blocked_where_signals_do_not_reach_with_the_message():
     # the main thread blocks in a C call (a lock without timeout), as in a Ray call whose head stopped answering
-    code = ("import threading, sspo_verl.preflight as p; p.exit_after(0.5, 'preflight FAILED: the head is silent'); "
+    code = ("import threading, sspo_verl.tools.preflight as p; p.exit_after(0.5, 'preflight FAILED: the head is silent'); "
             "lock = threading.Lock(); lock.acquire(); lock.acquire()")
     start = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")

@@ -23,7 +23,7 @@ A gate added with `sspo_verl.register_gate` gets a numerical solve (`solve_tau`)
 edge x the weight falls continuously and strictly from above 1/2 to below it as tau grows from 1e-6 to 1e6; it
 checks that on a grid and raises `CalibrationError` when it does not hold.
 
-    python -m sspo_verl.calibrate --gate arctan --clip-low 0.2 --clip-high 0.28
+    python -m sspo_verl.tools.calibrate --gate arctan --clip-low 0.2 --clip-high 0.28
     tau_pos=4.05113 tau_neg=4.48142
 """
 
@@ -37,7 +37,7 @@ from typing import Callable
 
 import torch
 
-from .gates import GATES, Gate, get_gate
+from ..loss.gates import GATES, Gate, get_gate
 
 HALF = 0.5
 SIGMOID_C = 2.0 * math.acosh(math.sqrt(2.0))  # sech^2(z) = 1/2 at z = arccosh(sqrt 2)
@@ -211,7 +211,7 @@ def plot_weights(path, clip_low: float = 0.2, clip_high: float = 0.28, gates: li
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sspo_verl.calibrate",
+    p = argparse.ArgumentParser(prog="python -m sspo_verl.tools.calibrate",
                                 description="Temperatures at which a soft gate passes half its gradient at a PPO "
                                             "clip range's edges (A > 0: r = 1 + clip-high; A <= 0: r = 1 - clip-low).")
     p.add_argument("--gate", help=f"{', '.join(GATES)}, a user gate, sspo / sspo_<gate>, or {SAPO}")

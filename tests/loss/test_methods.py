@@ -1,31 +1,32 @@
-"""sspo_verl.methods is the Python twin of recipes/lib/methods.sh: the two tables must agree."""
+"""sspo_verl.loss.methods: the one methods table, and the recipes' loss lines printed from it (recipes/lib/methods.sh)."""
 
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from sspo_verl.methods import METHODS, actor_settings
+from sspo_verl.loss.methods import METHODS, actor_settings, hydra_overrides
 
-METHODS_SH = Path(__file__).resolve().parents[1] / "recipes" / "lib" / "methods.sh"
+METHODS_SH = Path(__file__).resolve().parents[2] / "recipes" / "lib" / "methods.sh"
 ACTOR = "actor_rollout_ref.actor."
 
 
-def _shell_settings(method: str) -> dict:
-    out = subprocess.run(["bash", "-c", f"source {METHODS_SH} && method_overrides {method}"], check=True,
-                         capture_output=True, text=True).stdout.split()
-    settings = {}
-    for line in out:
-        key, value = line.split("=", 1)
-        if key.startswith(ACTOR):
-            key = key.removeprefix(ACTOR).removeprefix("policy_loss.")
-            settings[key] = value if key in ("loss_mode", "loss_agg_mode") else float(value)
-    return settings
-
-
 @pytest.mark.parametrize("method", list(METHODS))
-def test_python_table_equals_the_recipes_table(method):
-    assert _shell_settings(method) == METHODS[method]
+def test_the_recipes_print_the_tables_lines(method):
+    out = _shell(method)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == hydra_overrides(method)
+
+
+def test_the_lines_of_two_methods_as_the_paper_sets_them():
+    assert hydra_overrides("grpo_dapo") == [
+        ACTOR + "policy_loss.loss_mode=vanilla", ACTOR + "clip_ratio_low=0.2", ACTOR + "clip_ratio_high=0.28",
+        ACTOR + "loss_agg_mode=token-mean"]
+    assert hydra_overrides("gspo")[1:3] == [ACTOR + "clip_ratio_low=0.0003", ACTOR + "clip_ratio_high=0.0004"]
+    assert hydra_overrides("sspo_erf", tau_neg="2.0") == [
+        ACTOR + "policy_loss.loss_mode=sspo_erf", ACTOR + "tau_pos=1.0", ACTOR + "tau_neg=2.0",
+        ACTOR + "loss_agg_mode=seq-mean-token-mean", "actor_rollout_ref.model.external_lib=sspo_verl"]
+    assert not any("external_lib" in line for line in hydra_overrides("sapo"))  # verl's own mode: no plugin needed
 
 
 def test_actor_settings_applies_temperatures_only_to_soft_methods():
@@ -48,7 +49,7 @@ def _shell(method: str, **env):
 @pytest.mark.parametrize("method, gate", [("sspo", "arctan"), ("sspo_erf", "erf"), ("sspo_softsign", "softsign"),
                                           ("sapo", "sapo")])
 def test_tau_from_clip_gives_the_calibrated_temperatures_of_the_methods_gate(method, gate):
-    from sspo_verl.calibrate import taus_from_clip
+    from sspo_verl.tools.calibrate import taus_from_clip
 
     out = _shell(method, TAU_FROM_CLIP="0.2 0.28")
     assert out.returncode == 0, out.stderr
@@ -69,6 +70,11 @@ def test_tau_from_clip_conflicts_and_bad_pairs_fail_with_nothing_on_stdout():
     assert out.returncode != 0 and out.stdout == "" and "give two numbers" in out.stderr
     out = _shell("sspo", TAU_FROM_CLIP="0.2 1.5x")
     assert out.returncode != 0 and out.stdout == "" and "1.5x" in out.stderr
+    out = _shell("sspo", TAU_FROM_CLIP="1.2 0.2")  # the lower edge 1 - 1.2 is not a ratio
+    assert out.returncode != 0 and out.stdout == ""
+    assert 'TAU_FROM_CLIP="1.2 0.2": clip_low=1.2: the lower edge 1 - clip_low must stay above 0' in out.stderr
+    out = _shell("ppo")
+    assert out.returncode != 0 and out.stdout == "" and "unknown method 'ppo'; choose from grpo, " in out.stderr
 
 
 def test_explicit_temperatures_and_clip_methods():

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sspo_verl import compare
+from sspo_verl.tools import compare
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
-TESTBED_METRICS = Path(__file__).resolve().parents[1] / "docs" / "results" / "main-cpu" / "metrics.jsonl"
+TESTBED_METRICS = Path(__file__).resolve().parents[2] / "docs" / "results" / "main-cpu" / "metrics.jsonl"
 
 
 def _metrics(step: int, method_offset: float) -> dict:
@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_with_the_fix(tmp_path, capsys, index):
     code = compare.main(argv if "--out" in argv else argv + ["--out", str(tmp_path / "report")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert err.startswith("python -m sspo_verl.compare: error: ") and re.search(message, err), err
+    assert err.startswith("python -m sspo_verl.tools.compare: error: ") and re.search(message, err), err
 
 
 def test_without_matplotlib_compare_says_what_to_install(tmp_path, capsys, monkeypatch):
@@ -158,7 +158,7 @@ def test_the_readmes_install_line_gives_a_working_compare():
     """The README's `pip install '.[...]'` line must pull matplotlib in (it was only in the test extras)."""
     from importlib.metadata import requires
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     (extras,) = re.findall(r"^pip install '\.\[([\w,]+)\]'", readme, re.M)
     needed = {r.split(";")[0] for r in requires("sspo-verl")
               if any(f'extra == "{extra}"' in r for extra in extras.split(","))}

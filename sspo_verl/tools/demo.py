@@ -8,7 +8,7 @@ verl's `ppo_loss` does, and prints two things:
    clip edge, SAPO and SSPO fade it out smoothly;
 2. an off-policy mini-batch (random log-ratios of growing spread) through every mode: loss and metrics.
 
-    python -m sspo_verl.demo
+    python -m sspo_verl.tools.demo
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
 import sspo_verl  # noqa: F401  (also loaded by verl's entry point; explicit for readers)
-from sspo_verl.methods import METHODS
-from sspo_verl.testbed import cpu_harness
+from sspo_verl.loss.methods import METHODS
+from sspo_verl.verl_on_cpu import harness
 
-# the paper's baselines with their usual hyperparameters, by loss mode (sspo_verl.methods; NOTES.md)
+# the paper's baselines with their usual hyperparameters, by loss mode (sspo_verl.loss.methods; NOTES.md)
 BASELINES = {s["loss_mode"]: {k: v for k, v in s.items() if k not in ("loss_mode", "loss_agg_mode")}
              for s in (METHODS[m] for m in ("grpo_dapo", "gspo", "gmpo", "sapo"))}
 SSPO_MODES = ["sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
@@ -31,7 +31,7 @@ SSPO_MODES = ["sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 
 def actor_config(mode: str, agg: str = "seq-mean-token-mean", **overrides):
     """verl's FSDPActorConfig for `mode`, with the baseline's usual hyperparameters."""
-    return cpu_harness.actor_config(mode, 8, 8, loss_agg_mode=agg, **{**BASELINES.get(mode, {}), **overrides})
+    return harness.actor_config(mode, 8, 8, loss_agg_mode=agg, **{**BASELINES.get(mode, {}), **overrides})
 
 
 def token_gradient_weight(mode: str, log_ratios: torch.Tensor, advantage: float) -> torch.Tensor:
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.getLogger("sspo_verl.plugin").setLevel(logging.ERROR)  # the demo sets the aggregation on purpose
+    logging.getLogger("sspo_verl.loss.plugin").setLevel(logging.ERROR)  # the demo sets the aggregation on purpose
     modes = list(BASELINES) + SSPO_MODES
 
     ratios = torch.tensor([0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0], dtype=torch.float64)

@@ -28,7 +28,7 @@ from typing import Any, Optional
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from . import missing_dependency
+from .. import VERL_RANGE, missing_dependency
 
 try:
     import torch
@@ -41,9 +41,9 @@ from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
 from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
 
-logger = logging.getLogger("sspo_verl.plugin")  # a child of "sspo_verl": silencing it leaves the rewards' warnings
+logger = logging.getLogger("sspo_verl.loss.plugin")  # a child of "sspo_verl": silencing it leaves the rewards' warnings
 
-SUPPORTED_VERL = SpecifierSet(">=0.9.1,<0.10")
+SUPPORTED_VERL = SpecifierSet(VERL_RANGE)
 PAPER_AGG_MODE = "seq-mean-token-mean"
 LOSS_MODE_PREFIX = "sspo"
 # s_i <= exp(bound(tau)); keep it far inside float32 (max ~ exp(88)) so s_i * A_i and its sums stay finite.
@@ -402,5 +402,5 @@ def register_loss_modes() -> list[str]:
     return registered_loss_modes()
 
 
-# verl's entry point (`sspo = sspo_verl.plugin`) imports this module in every process: register on import.
+# verl's entry point (`sspo = sspo_verl.loss.plugin`) imports this module in every process: register on import.
 LOSS_MODES = register_loss_modes()

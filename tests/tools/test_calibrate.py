@@ -1,4 +1,4 @@
-"""Temperatures from a clip range (sspo_verl.calibrate): hand-derived closed forms, the numerical solve for every
+"""Temperatures from a clip range (sspo_verl.tools.calibrate): hand-derived closed forms, the numerical solve for every
 gate and for a user gate, the CLI, and loud failures where the rule has no unique answer."""
 
 import math
@@ -9,8 +9,8 @@ import torch
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
 import sspo_verl
-from sspo_verl import calibrate as cal
-from sspo_verl.gates import GATES
+from sspo_verl.tools import calibrate as cal
+from sspo_verl.loss.gates import GATES
 
 LOG_HI, LOG_LO = math.log(1.28), math.log(0.8)  # DAPO's clip 0.2 / 0.28 as log-ratio edges
 SECH2_HALF = 2 * math.acosh(math.sqrt(2))  # sech^2(z / 2) = 1/2 at z = 1.7627

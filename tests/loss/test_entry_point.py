@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .helpers import SSPO_MODES
+from ..helpers import SSPO_MODES
 
 # A fresh interpreter that imports verl only, then uses the loss the way a verl worker would.
 PROBE = r"""
@@ -113,7 +113,7 @@ def test_the_entry_point_names_the_registering_module():
     from importlib.metadata import entry_points
 
     (ep,) = entry_points(group="verl.plugins", name="sspo")  # the preflight checks this name
-    assert ep.value == "sspo_verl.plugin"
+    assert ep.value == "sspo_verl.loss.plugin"
 
 
 # A fresh interpreter where `missing` cannot be imported, as on a machine without it installed.

@@ -1,0 +1,77 @@
+"""The README, docs/ and examples/ point at things that exist: modules they run, files and anchors they link.
+
+A layout change (a module moved, a doc renamed) otherwise leaves commands that fail with "No module named" only
+when a reader copies them.
+"""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").rglob("*.md"))]
+SCRIPTS = [p for p in [*ROOT.glob("recipes/**/*.sh"), *ROOT.glob("recipes/**/*.sbatch"), *ROOT.glob("examples/**/*"),
+                       ROOT / "Makefile", *ROOT.glob("sspo_verl/**/*.py")] if p.is_file()]
+MODULE = re.compile(r"-m (sspo_verl(?:\.\w+)*)(?![.\w<])")  # not `-m sspo_verl.tools.<name>`
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:sspo_verl|tests|recipes|docs|tools|examples)/[\w./-]*\w)")  # sspo_verl/loss/gates.py
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def test_every_page_and_script_is_found():
+    assert ROOT / "docs" / "GATES.md" in PAGES and ROOT / "recipes" / "lib" / "methods.sh" in SCRIPTS
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "sspo_verl.tools.calibrate" in MODULE.findall(readme)  # the pattern finds what the tests below check
+    assert MODULE.findall("python -m sspo_verl.tools.<name>; python -m sspo_verl.testbed.") == []
+    assert "docs/GATES.md" in LINK.findall(readme)
+
+
+@pytest.mark.parametrize("path", PAGES + SCRIPTS, ids=_rel)
+def test_every_python_dash_m_names_a_module_that_runs(path):
+    for name in set(MODULE.findall(path.read_text(encoding="utf-8"))):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None, f"{_rel(path)}: python -m {name}: no such module"
+        if spec.submodule_search_locations is not None:  # a package runs through its __main__
+            assert importlib.util.find_spec(name + ".__main__"), f"{_rel(path)}: python -m {name}: no __main__"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_repository_path_named_exists(page):
+    text = page.read_text(encoding="utf-8")
+    for match in REPO_PATH.finditer(text):
+        name = match.group(1)
+        if any(c in name for c in "<>*") or text[max(0, match.start() - 8):match.start()].endswith("verl's `"):
+            continue  # a pattern, or a path in verl's repository
+        assert (ROOT / name).exists(), f"{_rel(page)}: {name} does not exist"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lowercase, punctuation dropped, spaces to '-'."""
+    heads = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_relative_link_resolves(page):
+    for link in LINK.findall(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+://|mailto:", link):
+            continue
+        target, _, anchor = link.partition("#")
+        path = (page.parent / target).resolve() if target else page
+        assert path.exists(), f"{_rel(page)}: link {link!r}: {target} does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in _anchors(path), f"{_rel(page)}: link {link!r}: no heading #{anchor} in {path.name}"
+
+
+def test_the_readme_stays_short_and_in_order():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 160
+    heads = re.findall(r"^## (.+)$", text, re.M)
+    order = ["What SSPO is", "Install", "The two commands", "Use it in verl", "Recipes"]
+    assert heads[:len(order)] == order, heads
+    assert "make run" in text and "make test" in text
