@@ -161,23 +161,29 @@ def _warn_agg_mode(loss_mode: str, loss_agg_mode: str) -> None:
         )
 
 
-def check_actor_config(config: Any) -> None:
+def unknown_gate(loss_mode: str, gate_name: str, external_lib: Optional[str] = None) -> ValueError:
+    imported = f" after importing external_lib={external_lib}" if external_lib else ""
+    return ValueError(
+        f"SSPO: actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} names gate {gate_name!r}, which is not "
+        f"registered{imported}. Known SSPO loss modes: {sorted(registered_loss_modes())}. For a gate of your own, "
+        f"register it with sspo_verl.register_gate(...) in a module that every worker imports "
+        f"(actor_rollout_ref.model.external_lib=<your module>).")
+
+
+def check_actor_config(config: Any, unknown_gate_later: bool = False) -> None:
     """Config-time check of an actor config (verl ActorConfig or a DictConfig with the same keys).
 
     Does nothing for loss modes that are not SSPO's. For SSPO modes: the gate exists, the temperatures
     are valid, and a warning (once) when the aggregation is not the paper's.
+    unknown_gate_later: skip the checks of a gate that is not registered yet (the launch check raises, after it
+    has imported `external_lib`, where a gate of the user's own registers).
     """
     loss_mode = config.policy_loss.get("loss_mode", "vanilla") if config.policy_loss is not None else "vanilla"
     gate_name = gate_for_loss_mode(loss_mode)
-    if gate_name is None:
+    if gate_name is None or (unknown_gate_later and gate_name not in GATES):
         return
     if gate_name not in GATES:
-        raise ValueError(
-            f"SSPO: actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} names gate {gate_name!r}, which is not "
-            f"registered. Known SSPO loss modes: {sorted(registered_loss_modes())}. For a gate of your own, register it "
-            f"with sspo_verl.register_gate(...) in a module that every worker imports "
-            f"(actor_rollout_ref.model.external_lib=<your module>)."
-        )
+        raise unknown_gate(loss_mode, gate_name)
     check_temperatures(GATES[gate_name], config.tau_pos, config.tau_neg)
     _warn_agg_mode(loss_mode, config.loss_agg_mode)
 
@@ -325,6 +331,9 @@ def check_loss_mode_registered(loss_mode: str, external_lib: Optional[str]) -> N
         from verl.utils.import_utils import import_external_libs
 
         import_external_libs(external_lib)
+    gate_name = gate_for_loss_mode(loss_mode)
+    if gate_name is not None and gate_name not in GATES:
+        raise unknown_gate(loss_mode, gate_name, external_lib)
     if loss_mode not in POLICY_LOSS_REGISTRY:
         raise ValueError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} is not registered; known: "
                          f"{sorted(POLICY_LOSS_REGISTRY)}. A loss of your own must be registered by a module named in "
@@ -340,6 +349,7 @@ def check_launch(actor: Any, train_batch_size: Any, model_config: Any = None) ->
         _warn_once(("batch", warning), warning)
     external_lib = model_config.get("external_lib") if model_config is not None else None
     check_loss_mode_registered(loss_mode, external_lib)
+    check_actor_config(actor)  # a user's gate is registered by now: its temperatures get checked too
 
 
 def _extend_config_validation() -> None:
@@ -352,7 +362,9 @@ def _extend_config_validation() -> None:
 
     def __post_init__(self):
         original(self)
-        check_actor_config(self)
+        # main_ppo builds the actor config on the driver before it imports the model's external_lib, where a
+        # user's gate registers: an unknown gate is left to the launch check (validate, below), which imports it
+        check_actor_config(self, unknown_gate_later=True)
 
     __post_init__._sspo_checked = True
     ActorConfig.__post_init__ = __post_init__

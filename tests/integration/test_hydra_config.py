@@ -41,7 +41,6 @@ def test_recipe_overrides_convert_to_verls_actor_dataclass(mode):
 @pytest.mark.parametrize("override,match", [
     ("actor_rollout_ref.actor.tau_pos=0", r"actor_rollout_ref.actor.tau_pos=0 must be a finite number > 0"),
     ("actor_rollout_ref.actor.tau_neg=-1.05", r"actor_rollout_ref.actor.tau_neg=-1.05 must be a finite number > 0"),
-    ("actor_rollout_ref.actor.policy_loss.loss_mode=sspo_cosine", r"names gate 'cosine'.*Known SSPO loss modes"),
     # verl's SAPO README suggests this key; PolicyLossConfig has no such field
     ("+actor_rollout_ref.actor.policy_loss.tau_pos=1.0",
      r"policy_loss has no key tau_pos.*Use actor_rollout_ref.actor.tau_pos=<value> \(no '\+', not under policy_loss\)"),
@@ -49,6 +48,19 @@ def test_recipe_overrides_convert_to_verls_actor_dataclass(mode):
 def test_bad_overrides_fail_at_config_time(override, match):
     with pytest.raises(Exception, match=match):
         _actor([override])
+
+
+def test_an_unknown_gate_fails_in_main_ppos_validation_not_before():
+    """The driver builds the actor dataclass before it imports model.external_lib (where a user's gate registers):
+    the gate is checked in validate_config's launch check, still before any worker starts."""
+    from sspo_verl.tools.dry_run import validate
+
+    cfg, actor = _actor(["actor_rollout_ref.actor.policy_loss.loss_mode=sspo_cosine", "trainer.n_gpus_per_node=8",
+                         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8"])
+    assert actor.policy_loss.loss_mode == "sspo_cosine"
+    with pytest.raises(ValueError, match=r"names gate 'cosine', which is not registered after importing "
+                                         r"external_lib=sspo_verl.*Known SSPO loss modes"):
+        validate(cfg)
 
 
 def test_policy_loss_tau_without_plus_is_rejected_by_hydra():

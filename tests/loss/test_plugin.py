@@ -2,6 +2,7 @@
 
 import logging
 import math
+import sys
 
 import pytest
 import torch
@@ -168,9 +169,35 @@ def test_other_loss_modes_are_not_validated_by_the_plugin():
     actor_config("vanilla", tau_pos=-1.0)  # verl does not use tau for vanilla; the plugin stays out of the way
 
 
-def test_unknown_gate_fails_at_config_time_with_the_known_modes():
-    with pytest.raises(ValueError, match=r"loss_mode=sspo_cosine names gate 'cosine'.*sspo_arctan.*register_gate"):
-        actor_config("sspo_cosine")
+def test_unknown_gate_fails_in_main_ppos_validation_with_the_known_modes():
+    known = r"loss_mode=sspo_cosine names gate 'cosine', which is not registered.*sspo_arctan.*register_gate"
+    with pytest.raises(ValueError, match=known):
+        _validate(["actor_rollout_ref.actor.policy_loss.loss_mode=sspo_cosine"])
+    with pytest.raises(ValueError, match=known.replace("registered", "registered after importing external_lib=sspo_verl")):
+        _validate(["actor_rollout_ref.actor.policy_loss.loss_mode=sspo_cosine", "actor_rollout_ref.model.external_lib=sspo_verl"])
+    cfg = actor_config("sspo_cosine")  # building the actor config leaves it to the launch check (external_lib) ...
+    with pytest.raises(ValueError, match=known):
+        plugin.check_actor_config(cfg)  # ... the check itself refuses it
+
+
+def test_a_users_gate_from_external_lib_passes_main_ppos_validation(tmp_path, monkeypatch):
+    """main_ppo's driver builds the actor config before it imports the model's external_lib, where a user's gate
+    registers: the gate and its temperatures are checked once that module is imported."""
+    (tmp_path / "my_gates_v.py").write_text(
+        "import torch, sspo_verl\n"
+        "sspo_verl.register_gate('algebraic_v', lambda x, t: x / torch.sqrt(1 + (t * x) ** 2),\n"
+        "                        lambda x, t: (1 + (t * x) ** 2) ** -1.5, lambda t: 1 / t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    user = ["actor_rollout_ref.actor.policy_loss.loss_mode=sspo_algebraic_v", "actor_rollout_ref.model.external_lib=my_gates_v"]
+    try:
+        with pytest.raises(ValueError, match=r"tau_pos=-1(\.0)? must be a finite number > 0"):
+            _validate(user + ["actor_rollout_ref.actor.tau_pos=-1"])  # the gate unknown at build time, registered here
+        assert "sspo_algebraic_v" in POLICY_LOSS_REGISTRY
+        assert _validate(user) == []
+    finally:  # the gate must not leak into other tests
+        GATES.pop("algebraic_v", None)
+        POLICY_LOSS_REGISTRY.pop("sspo_algebraic_v", None)
+        sys.modules.pop("my_gates_v", None)
 
 
 def test_agg_mode_warning_is_emitted_once_per_process_and_mode(caplog):
