@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").rglob("*.md"))]
-SCRIPTS = [p for p in [*ROOT.glob("recipes/**/*.sh"), *ROOT.glob("recipes/**/*.sbatch"), *ROOT.glob("examples/**/*"),
-                       ROOT / "Makefile", *ROOT.glob("sspo_verl/**/*.py")] if p.is_file()]
+SCRIPTS = [*ROOT.glob("recipes/**/*.sh"), *ROOT.glob("recipes/**/*.sbatch"), *ROOT.glob("examples/**/*.sh"),
+           *ROOT.glob("examples/**/*.py"), ROOT / "Makefile", *ROOT.glob("sspo_verl/**/*.py")]
 MODULE = re.compile(r"-m (sspo_verl(?:\.\w+)*)(?![.\w<])")  # not `-m sspo_verl.tools.<name>`
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:sspo_verl|tests|recipes|docs|tools|examples)/[\w./-]*\w)")  # sspo_verl/loss/gates.py
