@@ -30,7 +30,7 @@ setup(
     extras_require={
         "math": ["math-verify==0.9.0"],  # DeepMath / MATH500 / AIME rewards
         "compare": ["matplotlib>=3.7"],  # python -m sspo_verl.tools.compare (its plots)
-        "testbed": ["matplotlib>=3.7", "verl[verl-core]" + VERL_RANGE],  # python -m sspo_verl.testbed / .compare
+        "testbed": ["matplotlib>=3.7", "verl[verl-core]" + VERL_RANGE],  # python -m sspo_verl.testbed / sspo_verl.tools.compare
         "test": ["pytest>=7", "verl[verl-core]" + VERL_RANGE, "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
         "gpu": ["vllm", "flash-attn"],
     },

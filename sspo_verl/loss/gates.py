@@ -2,7 +2,7 @@
 
 A gate g_tau(r) > 0 smooths the trust region around the old policy. SSPO only ever needs
 
-    log g_tau(e^x)                          with x = log r                      (NOTES.md, "Gate families")
+    log g_tau(e^x)                          with x = log r                      (docs/GATES.md, "What a gate does")
     w_tau(x) = d log g / d x = r g'(r) / g(r)  the normalized weight            (paper eq. 15)
 
 so every gate here is a pair of pure tensor functions of x and tau. Requirements (paper, section 3):
@@ -54,7 +54,7 @@ class Gate:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Built-in families (NOTES.md table). Each is C-infinity or C1, odd in x, bounded.
+# Built-in families (docs/GATES.md, "What a gate does"). Each is C-infinity or C1, odd in x, bounded.
 # ---------------------------------------------------------------------------------------------------
 
 _SQRT_PI = math.sqrt(math.pi)

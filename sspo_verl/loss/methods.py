@@ -1,6 +1,6 @@
 """The compared methods and their actor settings: the one table the recipes, the testbed and the demo read.
 
-A method is a loss mode plus the hyperparameters the paper's baselines use (NOTES.md). The testbed and the
+A method is a loss mode plus the hyperparameters the paper's baselines use (docs/REPRODUCE.md). The testbed and the
 demo build verl's actor config from it; the recipes (recipes/lib/methods.sh) print its Hydra lines with
 
     python -m sspo_verl.loss.methods <method>        # one override per line, temperatures from the recipe's knobs

@@ -1,13 +1,13 @@
 """The SSPO objective as pure tensor functions: the readable reference implementation.
 
-Paper eq. 10 (NOTES.md "Objective"), for response y_i with token log-ratios x_it = log r_it:
+Paper eq. 10 (docs/GATES.md, "SSPO in equations"), for response y_i with token log-ratios x_it = log r_it:
 
     J = 1/N sum_i s_i A_i,      s_i = exp( 1/|y_i| sum_t log g_tau_i(x_it) )      (eq. 10)
     grad J = 1/N sum_i A_i s_i 1/|y_i| sum_t w_tau_i(x_it) grad log pi(y_it)      (eq. 13)
 
 verl aggregates a (B, T) loss matrix with `agg_loss`, so we return the per-token surrogate
 
-    L_it = - sg[s_i] * exp(log g_it - sg[log g_it]) * A_it                        (NOTES.md, surrogate)
+    L_it = - sg[s_i] * exp(log g_it - sg[log g_it]) * A_it                        (docs/METRICS.md, the surrogate)
 
 whose value is -s_i A_it and whose gradient is -s_i A_it w_it grad log pi_it. Aggregated with
 seq-mean-token-mean it is eq. 10 in value and eq. 13 in gradient. With sequence-constant advantages

@@ -399,7 +399,7 @@ def register_loss_modes() -> list[str]:
             raise ValueError(f"SSPO_VERL_IMPL={IMPLEMENTATION!r}: use one of {sorted(IMPLEMENTATIONS)}")
         version = metadata.version("verl")
         if Version(version) not in SUPPORTED_VERL:
-            _warn_once(("verl_version",), f"sspo_verl is tested with verl{SUPPORTED_VERL}; found verl {version}.")
+            _warn_once(("verl_version",), f"sspo_verl is tested with verl{VERL_RANGE}; found verl {version}.")
         for name in GATES:
             register_policy_loss(loss_mode_for(name))(make_policy_loss(name))
         register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(DEFAULT_GATE, LOSS_MODE_PREFIX))
@@ -408,7 +408,7 @@ def register_loss_modes() -> list[str]:
         logger.error(
             "sspo_verl failed to register its loss modes (%s: %s); loss_mode=sspo* will be reported as "
             "'Unsupported loss mode'. Fix: reinstall matching versions, %s, with verl%s.",
-            type(exc).__name__, exc, INSTALL_HINT, SUPPORTED_VERL,
+            type(exc).__name__, exc, INSTALL_HINT, VERL_RANGE,
         )
         raise
     return registered_loss_modes()

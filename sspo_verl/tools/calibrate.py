@@ -3,7 +3,7 @@
 PPO's clip with range (eps_low, eps_high) passes the full gradient inside 1 - eps_low < r < 1 + eps_high and none
 outside it, on the side the advantage pushes toward: A > 0 is cut at r = 1 + eps_high, A <= 0 at r = 1 - eps_low.
 A soft gate's gradient weight w falls smoothly from 1 at r = 1. The calibration rule puts the gate's half-weight
-point on the clip's edges (NOTES.md, "What a temperature means, per gate"):
+point on the clip's edges (docs/GATES.md, "The calibration rule"):
 
     w(log(1 + eps_high), tau_pos) = 1/2        for A > 0
     w(log(1 - eps_low),  tau_neg) = 1/2        for A <= 0
@@ -223,7 +223,11 @@ def main(argv=None) -> int:
     p.add_argument("--numeric", action="store_true", help="solve numerically even where a closed form exists")
     args = p.parse_args(argv)
     for module in args.modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            print(f"calibrate: --import {module}: {exc} (is its folder on PYTHONPATH?)", file=sys.stderr)
+            return 2
     if args.plot:
         print(plot_weights(args.plot, args.clip_low, args.clip_high))
         return 0

@@ -23,7 +23,7 @@ import sspo_verl  # noqa: F401  (also loaded by verl's entry point; explicit for
 from sspo_verl.loss.methods import METHODS
 from sspo_verl.verl_on_cpu import harness
 
-# the paper's baselines with their usual hyperparameters, by loss mode (sspo_verl.loss.methods; NOTES.md)
+# the paper's baselines with their usual hyperparameters, by loss mode (sspo_verl.loss.methods)
 BASELINES = {s["loss_mode"]: {k: v for k, v in s.items() if k not in ("loss_mode", "loss_agg_mode")}
              for s in (METHODS[m] for m in ("grpo_dapo", "gspo", "gmpo", "sapo"))}
 SSPO_MODES = ["sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
@@ -82,7 +82,8 @@ def main(argv=None) -> None:
         loss.backward()
         cells = " ".join(f"{metrics[k]:>14.4f}" if k in metrics else f"{'-':>14}" for k in keys)
         print(f"{mode:>12} {loss.item():>9.4f} {lp.grad.norm().item():>10.5f} {cells}")
-    print("\npg_clipfrac for SSPO modes: fraction of A > 0 tokens whose gate passes less than half their gradient (w < 0.5).")
+    print("\npg_clipfrac for SSPO modes: share of all valid tokens that have A > 0 and w < 0.5 (the gate passes less "
+          "than half their gradient); pg_clipfrac_lower the same for A <= 0.")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,16 @@ def test_without_the_plugin_verl_refuses_the_loss_before_any_rollout(data_dir, t
     assert proc.returncode != 0
     assert "Unsupported loss mode: sspo" in output, tail(proc)
     assert "step:1 - " not in output and "Initial validation metrics" not in output
+
+
+def test_a_users_gate_trains_through_main_ppo_with_external_lib(data_dir, tmp_path):
+    """examples/custom_gate: the gate registers in `my_gates`, which verl imports through external_lib on the
+    driver (validate_config) and in every worker; main_ppo then trains with the user's loss mode."""
+    proc = cpu_tiny("sspo", data_dir, tmp_path, "actor_rollout_ref.actor.policy_loss.loss_mode=sspo_algebraic",
+                    "actor_rollout_ref.model.external_lib=my_gates", STEPS="1", PYTHONDONTWRITEBYTECODE="1",
+                    PYTHONPATH=str(REPO / "examples" / "custom_gate"))
+    assert proc.returncode == 0, tail(proc)
+    assert "loss_mode=sspo_algebraic registered" in proc.stdout  # the preflight, in a fresh interpreter
+    logged = records(tmp_path)
+    assert sorted(logged) == [0, 1]
+    assert {"actor/sspo/seq_s_mean", "actor/sspo/token_w_mean", "actor/pg_loss"} <= set(logged[1])

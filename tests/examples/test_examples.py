@@ -155,3 +155,15 @@ def test_custom_gate_launch_passes_the_dry_run():
                               "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[dry run] loss_mode=sspo_algebraic registered" in out.stdout
+
+
+def test_custom_gate_calibrates_as_docs_gates_shows():
+    """docs/GATES.md's command line: the example's gate, imported first, calibrated to the clip 0.2/0.28."""
+    for gate in ("algebraic", "sspo_algebraic"):
+        out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.calibrate", "--import", "my_gates", "--gate", gate,
+                              "--clip-low", "0.2", "--clip-high", "0.28"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "examples" / "custom_gate"),
+                                               "PYTHONDONTWRITEBYTECODE": "1"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip() == "tau_pos=3.10468 tau_neg=3.43465"
+        assert "tau_pos=3.10468 tau_neg=3.43465" in (ROOT / "docs" / "GATES.md").read_text()

@@ -1,4 +1,4 @@
-"""Gate requirements (paper section 3, NOTES.md): g > 0, g(1) = 1, g'(1) = 1, bell-shaped w, bounded log g."""
+"""Gate requirements (paper section 3, docs/GATES.md): g > 0, g(1) = 1, g'(1) = 1, bell-shaped w, bounded log g."""
 
 import math
 
@@ -44,7 +44,7 @@ def test_requirements_on_a_grid(name, tau):
 
 
 def test_known_values():
-    # Written out by hand from the formulas in NOTES.md, at tau = 2, x = 0.5.
+    # Written out by hand from the formulas in docs/GATES.md, at tau = 2, x = 0.5.
     x = torch.tensor([0.5], dtype=torch.float64)
     expected = {  # (log g, w)
         "arctan": (math.atan(1.0) / 2, 1 / (1 + 1.0)),  # (pi/8, 1/2)

@@ -23,7 +23,7 @@ def _hand_batch() -> Batch:
     return Batch(old, (old + x).requires_grad_(True), adv, mask)
 
 
-# Computed by hand from NOTES.md with tau_pos = 1.0, tau_neg = 1.5:
+# Computed by hand from the equations (docs/GATES.md) with tau_pos = 1.0, tau_neg = 1.5:
 #   s_0 = exp((log g(0.5) + log g(-1)) / 2), s_1 = exp(log g(0.3)), loss = -(2 s_0 - s_1) / 2,
 #   dloss/dlog pi_0t = -(1/2) * 2 * s_0 * w(x_0t) / 2,   dloss/dlog pi_10 = -(1/2) * (-1) * s_1 * w(0.3).
 HAND = {  # gate: (s_0, s_1, loss, (w(0.5; 1), w(-1; 1), w(0.3; 1.5)))
@@ -107,7 +107,7 @@ def test_other_aggregations_reweight_sequences_by_length():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Relationships to the baselines (NOTES.md): ungated = GSPO's sequence ratio, hard gate = GMPO
+# Relationships to the baselines (docs/GATES.md): ungated = GSPO's sequence ratio, hard gate = GMPO
 # ---------------------------------------------------------------------------------------------------
 
 UNGATED = Gate("ungated", lambda x, t: x, lambda x, t: torch.ones_like(x), lambda t: math.inf, "log g = x")

@@ -14,7 +14,7 @@ from sspo_verl.loss.gates import GATES
 
 LOG_HI, LOG_LO = math.log(1.28), math.log(0.8)  # DAPO's clip 0.2 / 0.28 as log-ratio edges
 SECH2_HALF = 2 * math.acosh(math.sqrt(2))  # sech^2(z / 2) = 1/2 at z = 1.7627
-# hand-derived: w = 1/2 at tau |x| = c (NOTES.md, "What a temperature means, per gate")
+# hand-derived: w = 1/2 at tau |x| = c (docs/GATES.md, "The calibration rule")
 HAND = {
     "arctan": (1 / LOG_HI, 1 / abs(LOG_LO)),  # 1 / (1 + z^2) = 1/2 at z = 1: 4.05 and 4.48
     "sigmoid": (SECH2_HALF / LOG_HI, SECH2_HALF / abs(LOG_LO)),
@@ -115,6 +115,8 @@ def test_cli_imports_a_module_that_registers_a_gate(tmp_path, monkeypatch, capsy
     (["--gate", "arctan", "--clip-low", "1.2", "--clip-high", "0.28"], "clip_low=1.2"),
     (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "-0.28"], "clip_high=-0.28"),
     (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "nan"], "clip_high=nan"),
+    (["--import", "no_such_gates", "--gate", "x", "--clip-low", "0.2", "--clip-high", "0.28"],
+     "--import no_such_gates: No module named 'no_such_gates' (is its folder on PYTHONPATH?)"),
 ])
 def test_cli_rejects_bad_input_in_one_line(argv, message, capsys):
     assert cal.main(argv) == 2
