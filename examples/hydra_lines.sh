@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The launch block of each method, ready to paste, each checked against verl's real trainer config first.
 #   bash examples/hydra_lines.sh [method...]      (default: every method; PYTHON=python3 unless set)
-# The loss lines come from `python -m sspo_verl.loss.methods <method>`, the table the recipes read; the
+# The loss lines come from `python -m sspo_verl.tools.method_lines <method>`, the table the recipes read; the
 # temperature knobs TAU_POS / TAU_NEG / TAU_FROM_CLIP in the environment apply to sapo and sspo*.
 set -euo pipefail
 PYTHON="${PYTHON:-python3}"
@@ -27,7 +27,7 @@ fi
 blocks=$(mktemp -d)
 trap 'rm -rf "$blocks"' EXIT
 loss_lines() {  # loss_lines <method>: the method's Hydra lines into $loss; on an error stderr says why, and we stop
-  mapfile -t loss < <("$PYTHON" -m sspo_verl.loss.methods "$1")
+  mapfile -t loss < <("$PYTHON" -m sspo_verl.tools.method_lines "$1")
   ((${#loss[@]})) || exit 1
 }
 n=0

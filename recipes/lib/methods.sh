@@ -17,5 +17,5 @@
 # On an error nothing is printed to stdout (run_recipe then stops) and the reason goes to stderr.
 method_overrides() {
   TAU_POS="${TAU_POS:-}" TAU_NEG="${TAU_NEG:-}" TAU_FROM_CLIP="${TAU_FROM_CLIP:-}" \
-    "${PYTHON:-python3}" -m sspo_verl.loss.methods "$1"
+    "${PYTHON:-python3}" -m sspo_verl.tools.method_lines "$1"
 }
