@@ -1,12 +1,8 @@
 # Loss lines per method: the only thing that differs between runs of one setting.
 # Usage: method_overrides <method>   -> prints one Hydra override per line
-# The table lives in sspo_verl/loss/methods.py, the one source the recipes, the testbed and the demo read:
-#   grpo          vanilla PPO clip 0.2/0.2, token-mean                 (GRPO)
-#   grpo_dapo     vanilla with DAPO clip-higher 0.2/0.28, token-mean
-#   gspo          sequence-ratio clip 3e-4/4e-4, seq-mean-token-mean   (GSPO)
-#   gmpo          geo_mean, log-ratio clip 0.4                         (GMPO)
-#   sapo          sapo, tau 1.0/1.05                                   (SAPO)
-#   sspo, sspo_<gate>   SSPO, tau 1.0/1.05, seq-mean-token-mean
+#   methods: grpo, grpo_dapo (DAPO's clip-higher), gspo, gmpo, sapo, sspo, sspo_<gate>; their loss mode, clip
+#   range or temperatures and aggregation live in sspo_verl/loss/methods.py, the one table the recipes, the testbed
+#   and the demo read (`python -m sspo_verl.tools.method_lines <method>` prints a method's lines).
 # Temperatures of sapo and sspo* (the default is SAPO's 1.0/1.05), in order of precedence:
 #   a Hydra override in the recipe's arguments (actor_rollout_ref.actor.tau_pos=...): comes last, so it wins;
 #   TAU_POS / TAU_NEG: the values themselves;

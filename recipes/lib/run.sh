@@ -68,10 +68,7 @@ run_recipe() {
   done
   local loss=()
   while IFS= read -r line; do loss+=("$line"); done < <(method_overrides "$method") || return 1
-  [ "${#loss[@]}" -gt 0 ] || return 1
-  if [[ " ${loss[*]} " != *".tau_pos="* ]] && { [ -n "${TAU_POS:-}" ] || [ -n "${TAU_NEG:-}" ]; }; then
-    echo "warning: TAU_POS / TAU_NEG are ignored: $method has no temperature (only sapo and sspo* do)" >&2
-  fi
+  [ "${#loss[@]}" -gt 0 ] || return 1  # method_overrides said why on stderr
   SSPO_RECIPE_KNOBS="$(knob_sources "${user[@]+"${user[@]}"}")"
   export SSPO_RECIPE_KNOBS TAU_POS TAU_NEG STEPS_PER_BATCH TRAIN_BATCH  # the dry run, preflight and main_ppo read them
   local all=("${COMMON_OVERRIDES[@]}" "${setting[@]}" "${loss[@]}" "trainer.experiment_name=${EXPERIMENT_NAME:-$method}" "${user[@]}")

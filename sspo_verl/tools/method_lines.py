@@ -8,7 +8,8 @@ wins over all of them):
     TAU_POS / TAU_NEG      the values themselves, passed through as given (verl's config check judges them);
     TAU_FROM_CLIP="lo hi"  the temperatures at which the method's gate passes half its gradient at a PPO clip
                            range's edges (calibrate.py); with TAU_POS or TAU_NEG it is an error.
-Both apply to the soft-gate methods (sapo, sspo*) only; the clip methods ignore them.
+Both apply to the soft-gate methods (sapo, sspo*) only; the clip methods ignore them (TAU_POS / TAU_NEG with a
+warning on stderr: shared by several runs, TAU_FROM_CLIP is meant for the soft ones).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def temperatures_from_knobs(method: str, env) -> dict:
     """{tau_pos, tau_neg} that the recipes' knobs in `env` set for `method` ({} where none applies)."""
     knobs = {k: env.get(k, "") for k in TEMPERATURE_KNOBS}
     if "tau_pos" not in METHODS.get(method, {}):
+        if method in METHODS and (knobs["TAU_POS"] or knobs["TAU_NEG"]):
+            print(f"warning: TAU_POS / TAU_NEG are ignored: {method} has no temperature (only sapo and sspo* do)",
+                  file=sys.stderr)
         return {}
     if not knobs["TAU_FROM_CLIP"]:
         return {key: knobs[knob] for key, knob in (("tau_pos", "TAU_POS"), ("tau_neg", "TAU_NEG")) if knobs[knob]}

@@ -64,6 +64,10 @@ def test_explicit_temperatures_and_clip_methods():
     assert ACTOR + "tau_pos=1.0" in out.stdout and ACTOR + "tau_neg=2.0" in out.stdout
     # temperatures do not apply to the clip methods: a shared TAU_FROM_CLIP leaves them as they are
     assert _shell("grpo_dapo", TAU_FROM_CLIP="0.2 0.28").stdout == _shell("grpo_dapo").stdout
+    ignored = _shell("grpo_dapo", TAU_POS="2")  # ... and TAU_POS / TAU_NEG too, saying so
+    assert ignored.returncode == 0 and ignored.stdout == _shell("grpo_dapo").stdout
+    assert "warning: TAU_POS / TAU_NEG are ignored: grpo_dapo has no temperature" in ignored.stderr
+    assert "ignored" not in _shell("grpo_dapo", TAU_FROM_CLIP="0.2 0.28").stderr
 
 
 @pytest.mark.slow
