@@ -5,6 +5,8 @@
 # make demo: the loss modes' gradient weights on real verl objects (seconds).
 PYTHON ?= python3
 VENV   ?= .venv
+# PyTorch's CPU-only wheels (PyPI's Linux torch is a CUDA build of several GB); the README's install line uses it too
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
@@ -14,7 +16,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU torch build first, so verl's torch requirement is already met (no multi-GB CUDA build)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 --index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

@@ -26,12 +26,14 @@ setup(
     packages=find_packages(include=["sspo_verl", "sspo_verl.*"]),
     python_requires=">=3.10",
     # torch is not pinned here: install the build you want first (CPU wheel, or your cluster's CUDA build).
-    install_requires=["verl" + VERL_RANGE, "torch>=2.4", "packaging"],
+    # verl[verl-core]: what verl's main_ppo imports besides verl itself (TransferQueue, zmq, msgspec, fastapi,
+    # uvicorn, cachetools, ...); with bare `verl` the plugin loads but no recipe can launch.
+    install_requires=["verl[verl-core]" + VERL_RANGE, "torch>=2.4", "packaging"],
     extras_require={
         "math": ["math-verify==0.9.0"],  # DeepMath / MATH500 / AIME rewards
         "compare": ["matplotlib>=3.7"],  # python -m sspo_verl.tools.compare (its plots)
-        "testbed": ["matplotlib>=3.7", "verl[verl-core]" + VERL_RANGE],  # python -m sspo_verl.testbed / sspo_verl.tools.compare
-        "test": ["pytest>=7", "verl[verl-core]" + VERL_RANGE, "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
+        "testbed": ["matplotlib>=3.7"],  # python -m sspo_verl.testbed (its plots)
+        "test": ["pytest>=7", "sybil>=9,<11", "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
         "gpu": ["vllm", "flash-attn"],
     },
     # `import verl` loads this entry point in every process (driver and Ray workers): importing sspo_verl.loss.plugin

@@ -75,3 +75,59 @@ def test_the_readme_stays_short_and_in_order():
     order = ["What SSPO is", "Install", "The two commands", "Use it in verl", "Recipes"]
     assert heads[:len(order)] == order, heads
     assert "make run" in text and "make test" in text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The fenced blocks: each one runs in CI (conftest.py, tests/docs_blocks.py) or says why it cannot
+# --------------------------------------------------------------------------------------------------------------
+
+from sybil import Document  # noqa: E402
+from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer, RawFencedCodeBlockLexer  # noqa: E402
+
+from tests.docs_blocks import NOT_RUN_LANGUAGES, RUN_LANGUAGES, RunSpec, docs_sybil  # noqa: E402
+
+SKIP_REASON = re.compile(r'^next\s+(["\'])(?P<reason>.{10,}?)\1\s*$')  # sybil evaluates the reason as Python
+
+
+def fences(page: Path) -> list[tuple[int, str]]:
+    """(line, info string) of every fenced block of a page."""
+    text = page.read_text(encoding="utf-8")
+    lexer = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<info>[^\n]*)\n"), mapping={"info": "info"})
+    return [(text.count("\n", 0, region.start) + 1, region.lexemes["info"].strip())
+            for region in lexer(Document(text, str(page)))]
+
+
+def directives(page: Path, name: str) -> list[tuple[int, str]]:
+    text = page.read_text(encoding="utf-8")
+    lexer = DirectiveInHTMLCommentLexer(directive=name, arguments=".*?")
+    return [(text.count("\n", 0, r.start) + 1, (r.lexemes["arguments"] or "").strip())
+            for r in lexer(Document(text, str(page)))]
+
+
+def test_the_docs_pages_are_the_ones_the_runner_collects():
+    collected = {page for page in PAGES if docs_sybil.should_parse(page)}
+    assert collected == set(PAGES), set(PAGES) ^ collected
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_fenced_block_says_what_it_is(page):
+    """bash and python blocks run in CI; text blocks are not code. An untagged block could be either."""
+    for line, info in fences(page):
+        language = info.split()[0] if info else ""
+        assert language in RUN_LANGUAGES + NOT_RUN_LANGUAGES, (
+            f"{_rel(page)}:{line}: a fenced block tagged {info!r}: tag it ```bash or ```python (run in CI) or "
+            f"```text (not code)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_skipped_block_gives_its_reason(page):
+    for line, arguments in directives(page, "skip"):
+        assert SKIP_REASON.match(arguments), (
+            f"{_rel(page)}:{line}: `skip: {arguments}`: write <!-- skip: next \"why it cannot run here\" --> "
+            f"(GPU, cluster, network, ...); only single blocks are skipped")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_docs_run_directive_reads(page):
+    for line, arguments in directives(page, "docs-run"):
+        RunSpec.parse(arguments, f"{_rel(page)}:{line}")
