@@ -7,7 +7,7 @@ pytest.ini's testpaths name the pages.
 import pytest
 from sybil.integration.pytest import SybilItem
 
-from tests.docs_blocks import docs_sybil, make_sandbox
+from tests.docs_blocks import docs_sybil, make_sandbox_and_home
 
 pytest_collect_file = docs_sybil.pytest()
 
@@ -15,10 +15,7 @@ pytest_collect_file = docs_sybil.pytest()
 @pytest.fixture(scope="session")
 def docs_sandbox(tmp_path_factory):
     """(a scratch copy of the repository, the HOME its blocks share)."""
-    parent = tmp_path_factory.mktemp("docs")
-    home = parent / "home"
-    home.mkdir()
-    return make_sandbox(parent), home
+    return make_sandbox_and_home(tmp_path_factory.mktemp("docs"))
 
 
 def pytest_collection_modifyitems(items):

@@ -145,6 +145,13 @@ def make_sandbox(parent: Path) -> Path:
     return root
 
 
+def make_sandbox_and_home(parent: Path) -> tuple[Path, Path]:
+    """(a scratch copy of the repository, the HOME its blocks share), both under `parent`."""
+    home = parent / "home"
+    home.mkdir()
+    return make_sandbox(parent), home
+
+
 def block_environment(home: Path, block_tmp: Path, spec: RunSpec) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 from sybil import Sybil
 
-from tests.docs_blocks import DirectiveError, ROOT, docs_sybil, make_sandbox
+from tests.docs_blocks import DirectiveError, ROOT, docs_sybil, make_sandbox_and_home
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    parent = tmp_path_factory.mktemp("runner")
-    home = parent / "home"
-    home.mkdir()
-    return make_sandbox(parent), home
+    return make_sandbox_and_home(tmp_path_factory.mktemp("runner"))
 
 
 def outcomes(tmp_path: Path, sandbox, text: str) -> list[tuple[int, object]]:
