@@ -5,11 +5,11 @@ own records.
     python -m sspo_verl.tools.compare --run docs/results/sweep-cpu/metrics.jsonl.gz --where M=16 --out reports/sweep_m16
 
 Each --run is METHOD=PATH; repeating a method adds a seed. PATH is any log verl writes:
-  *.jsonl, *.jsonl.gz    trainer.logger=[...,file]  (VERL_FILE_LOGGER_PATH; lines {"step": N, "data": {...}})
-  a *tfevents* file, or a folder of them        trainer.logger=[...,tensorboard]  (TENSORBOARD_DIR)
-  *.csv                  a wandb export (a `_step` or `step` column, one column per metric)
-  any other file         the console log (stdout of main_ppo, lines `step:N - key:value - ...`)
-  a run folder           its metrics.jsonl(.gz), else its TensorBoard events (directly or in tensorboard/)
+  *.jsonl, *.jsonl.gz      trainer.logger=[...,file]  (VERL_FILE_LOGGER_PATH; lines {"step": N, "data": {...}})
+  *tfevents*, or a folder  trainer.logger=[...,tensorboard]  (TENSORBOARD_DIR)
+  *.csv                    a wandb export (a `_step` or `step` column, one column per metric)
+  any other file           the console log (stdout of main_ppo, lines `step:N - key:value - ...`)
+  a run folder             its metrics.jsonl(.gz), else its TensorBoard events (directly or in tensorboard/)
 or the testbed's records (its metrics.jsonl, a sweep's metrics.jsonl.gz: lines {"method", "seed", "step", ...}):
 --run PATH takes every run in it, --run METHOD=PATH that method's runs.
 
@@ -29,7 +29,9 @@ The held-out metric (table, plots) is named in the summary. By default:
 every run must log it. Runs whose held-out metrics differ (different tasks) are refused.
 The baseline (steps to its final accuracy) is grpo_dapo, the testbed's, when present, else the first run given.
 Runs are aligned by trainer step. verl logs no importance-weight variance for its own losses; that panel
-shows ppo_kl for every method and the variances only where a run logged them.
+shows ppo_kl for every method and the variances only where a run logged them. Past 20 rows there are no plots.
+Writes summary.md (the table, how the metric was chosen, the command), the plots and records.jsonl (the records
+compared; val_acc holds the held-out metric) to --out.
 A bad input ends in one line that names it and the fix (exit status 2).
 """
 
@@ -131,22 +133,30 @@ def testbed_runs(spec: str, method: str, log: Path, records: list[dict]) -> list
             for (name, tags, seed), rows in by_run.items() if not method or name == method]
 
 
+def _not_method_path(spec: str) -> CompareError:
+    return CompareError(f"--run {spec!r}: expected METHOD=PATH, e.g. --run sspo=runs/cpu_tiny/sspo (a bare PATH is "
+                        f"for the testbed's metrics.jsonl)")
+
+
+def parse_run(spec: str) -> tuple[str, str]:
+    """(METHOD, PATH) of a --run argument; METHOD is '' for a bare path (the testbed's records)."""
+    if Path(spec).exists():
+        return "", spec
+    method, sep, path = spec.partition("=")
+    if not (sep and method and path):
+        raise _not_method_path(spec)
+    return method, path
+
+
 def load_runs(spec: str) -> list[Run]:
     """The runs one --run argument names."""
-    usage = (f"--run {spec!r}: expected METHOD=PATH, e.g. --run sspo=runs/cpu_tiny/sspo (a bare PATH is for the "
-             f"testbed's metrics.jsonl)")
-    if Path(spec).exists():
-        method, path = "", spec
-    else:
-        method, sep, path = spec.partition("=")
-        if not (sep and method and path):
-            raise CompareError(usage)
+    method, path = parse_run(spec)
     log = locate(path)
     records = testbed_records(log)
     if records is not None:
         return testbed_runs(spec, method, log, records)
-    if not method:
-        raise CompareError(usage)
+    if not method:  # a verl log is a run of the method it is given as
+        raise _not_method_path(spec)
     config = find_hydra_config(log)
     return [Run(method, log, spec, steps=read_log(log), config=read_verl_config(config) if config else None)]
 
@@ -165,13 +175,18 @@ def _number_first(value: str) -> tuple:
         return 1, 0.0, value
 
 
+def parse_where(condition: str) -> tuple[str, str]:
+    key, sep, wanted = condition.partition("=")
+    if not sep or key not in TAGS:
+        raise CompareError(f"--where {condition!r}: expected KEY=VALUE with KEY one of {', '.join(TAGS)} "
+                           f"(e.g. --where M=16)")
+    return key, wanted
+
+
 def apply_where(runs: list[Run], where: list[str]) -> list[Run]:
     """The testbed runs whose tags match every --where KEY=VALUE."""
     for condition in where:
-        key, sep, wanted = condition.partition("=")
-        if not sep or key not in TAGS:
-            raise CompareError(f"--where {condition!r}: expected KEY=VALUE with KEY one of {', '.join(TAGS)} "
-                               f"(e.g. --where M=16)")
+        key, wanted = parse_where(condition)
         verl = next((run for run in runs if not run.is_testbed), None)
         if verl is not None:
             raise CompareError(f"--where {condition!r} selects among the testbed's records; --run {verl.spec!r} is a "
@@ -230,7 +245,7 @@ def _verl_default(run: Run, candidates: list[str]) -> HeldOut:
         mine = [k for k in candidates if VAL_CORE.match(k).group(1) in config.train_sources]
         sources = ", ".join(config.train_sources)
         if len(mine) == 1:
-            return HeldOut(mine[0], f"the run's training data source, {sources} (data.train_files in {config.path})")
+            return HeldOut(mine[0], f"the run's training data source {sources}, from data.train_files in {config.path}")
         raise CompareError(
             f"{run.log} trains on {sources} (data.train_files in {config.path}) and logs "
             f"{'no held-out metric of it' if not mine else 'one held-out metric per training source'}: "
@@ -347,6 +362,10 @@ def records_of(groups: dict[str, list[Run]], held_out: HeldOut) -> list[dict]:
 
 
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
+    for spec in args.run:  # every argument before any work
+        parse_run(spec)
+    for condition in args.where:
+        parse_where(condition)
     require_module("matplotlib", "compare", "python -m sspo_verl.tools.compare's plots")
     out = Path(args.out)
     if out.exists() and not out.is_dir():

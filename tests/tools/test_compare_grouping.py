@@ -137,3 +137,17 @@ def test_where_on_a_verl_log_is_refused(tmp_path, run_compare):
     log.write_text(json.dumps({"step": 1, "data": {"critic/score/mean": 0.5}}) + "\n")
     r = run_compare("--run", f"sspo={log}", "--where", "M=16")
     assert r.code == 2 and f"--run 'sspo={log}' is a verl log" in r.err, r.err
+
+
+def test_every_argument_is_checked_before_any_log_is_read(run_compare, monkeypatch):
+    """A bad second --run or --where is reported before the (large) first file is read."""
+    from sspo_verl.tools import run_logs
+
+    def no_reading(path):
+        raise AssertionError(f"read {path} before checking the arguments")
+
+    monkeypatch.setattr(run_logs, "_text", no_reading)
+    r = run_compare("--run", str(SWEEP), "--run", "sspo_without_a_path")
+    assert r.code == 2 and "--run 'sspo_without_a_path': expected METHOD=PATH" in r.err, r.err
+    r = run_compare("--run", str(SWEEP), "--where", "M16")
+    assert r.code == 2 and "--where 'M16': expected KEY=VALUE" in r.err, r.err
