@@ -241,6 +241,8 @@ def held_out_of(run: Run, val_key: str | None) -> HeldOut:
 def _verl_default(run: Run, candidates: list[str]) -> HeldOut:
     """val-core/<the run's training data source>/.../mean@N, or the run's only val-core key."""
     config = run.config
+    if not candidates:
+        return HeldOut(None, "none: the run logs no val-core key")
     if config is not None and config.train_sources is not None:
         mine = [k for k in candidates if VAL_CORE.match(k).group(1) in config.train_sources]
         sources = ", ".join(config.train_sources)
@@ -249,13 +251,11 @@ def _verl_default(run: Run, candidates: list[str]) -> HeldOut:
         raise CompareError(
             f"{run.log} trains on {sources} (data.train_files in {config.path}) and logs "
             f"{'no held-out metric of it' if not mine else 'one held-out metric per training source'}: "
-            f"{', '.join(mine or candidates) or 'no val-core key at all'}; pass --val-key with the one to compare")
+            f"{', '.join(mine or candidates)}; pass --val-key with the one to compare")
     if len(candidates) == 1:
         return HeldOut(candidates[0], "the run's only val-core key")
-    if not candidates:
-        return HeldOut(None, "none: the run logs no val-core key")
-    why = config.why_no_sources if config else (f"no {'.hydra/config.yaml'} beside it to tell its training data "
-                                                 f"(launch main_ppo with hydra.run.dir=<run folder>)")
+    why = config.why_no_sources if config else ("no .hydra/config.yaml beside it to tell its training data (launch "
+                                                "main_ppo with hydra.run.dir=<run folder>)")
     raise CompareError(f"{run.log} logs several held-out metrics ({', '.join(candidates)}) and {why}: pass --val-key "
                        f"with the one to compare (its training task's)")
 
@@ -298,11 +298,11 @@ def _check_settings(group: list[Run]) -> None:
         first = configured[0]
         differ = [k for k in first.config.settings if first.config.settings[k] != run.config.settings.get(k)]
         if differ:
-            key = differ[0]
+            key, more = differ[0], f", and {len(differ) - 1} more setting(s)" if len(differ) > 1 else ""
             raise CompareError(
                 f"--run {first.spec!r} and --run {run.spec!r} differ in {key} ({first.config.settings[key]} vs "
-                f"{run.config.settings.get(key)}{f', and {len(differ) - 1} more setting(s)' if len(differ) > 1 else ''}): "
-                f"they are not seeds of one method; give them different names, e.g. --run {run.name}_2={run.spec.partition('=')[2]}")
+                f"{run.config.settings.get(key)}{more}): they are not seeds of one method; give them different names, "
+                f"e.g. --run {run.name}_2={run.spec.partition('=')[2]}")
 
 
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:

@@ -67,6 +67,11 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _std(values) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(values)) if values else float("nan")
+
+
 def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
     """One summary per method, the baseline first. The target accuracy is the baseline's mean final accuracy."""
     runs = _runs(records)
@@ -98,7 +103,7 @@ def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
             iw.append(_mean(_series(run, "token_iw_var")[1]))
             ent = _series(run, "entropy")[1]
             entropy.append(float(ent[-1]) if len(ent) else float("nan"))
-        out.append(MethodSummary(method, len(seeds), _mean(finals), float(np.nanstd(finals)) if finals else float("nan"),
+        out.append(MethodSummary(method, len(seeds), _mean(finals), _std(finals),
                                  to_target, collapses, _mean(rewards), _mean(iw), _mean(entropy)))
     return out
 
@@ -115,7 +120,8 @@ def markdown_table(summaries: list[MethodSummary], held_out: str = HELD_OUT) -> 
     for s in summaries:
         reached = [t for t in s.steps_to_target if t is not None]
         steps = f"{np.mean(reached):.1f} ({len(reached)}/{s.seeds})" if reached else f"never (0/{s.seeds})"
-        lines.append(f"| {s.method} | {s.seeds} | {s.final_acc_mean:.3f} ± {s.final_acc_std:.3f} | {steps} "
+        acc = f"{s.final_acc_mean:.3f} ± {s.final_acc_std:.3f}" if math.isfinite(s.final_acc_mean) else "n/a"
+        lines.append(f"| {s.method} | {s.seeds} | {acc} | {steps} "
                      f"| {s.collapses}/{s.seeds} | {s.final_reward:.3f} | {_fmt(s.token_iw_var)} | {_fmt(s.final_entropy)} |")
     return "\n".join(lines)
 

@@ -207,3 +207,17 @@ def test_a_gzipped_file_log_reads_like_the_plain_one(runs, tmp_path):
     with gzip.open(packed, "wt") as f:
         f.write((runs["sspo_1.05"] / "metrics.jsonl").read_text())
     assert compare.read_log(packed) == compare.read_log(runs["sspo_1.05"] / "metrics.jsonl")
+
+
+def test_a_run_without_validation_has_no_held_out_metric_and_says_so(runs, tmp_path, run_compare):
+    """Its config names its training source, but with no validation there is nothing to pick: no error, n/a."""
+    quiet = tmp_path / "no_validation"
+    shutil.copytree(runs["sspo_1.05"], quiet)
+    lines = [json.loads(line) for line in (quiet / "metrics.jsonl").read_text().splitlines()]
+    (quiet / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": e["step"], "data": {k: v for k, v in e["data"].items() if not k.startswith("val-")}}) + "\n"
+        for e in lines))
+    r = run_compare("--run", f"sspo={quiet}")
+    assert r.code == 0, r.err
+    assert _row(r.out, "sspo")[2] == "n/a"
+    assert "held-out metric: none logged (none: the run logs no val-core key)" in r.out
