@@ -17,7 +17,13 @@ We add two of our own. (iv): |log g| <= bound(tau) < inf. Then the sequence weig
 s_i = exp(mean_t log g) lies in [exp(-bound), exp(bound)] for any ratio, so no clamp is needed.
 (v): w depends on tau; otherwise tau_pos and tau_neg, the method's only knobs, would change nothing.
 
-`check_gate` tests (i)-(iv) numerically over a grid of x and tau; `GATES` holds the built-in families.
+`check_gate` tests (i)-(v) numerically over a grid of x and tau; `GATES` holds the built-in families.
+
+One gate-like object is not an SSPO gate: `SAPO_GATE`, SAPO's own gate f(r) = (4/tau) sigmoid(tau (r - 1)) in ratio
+space, which the paper's first objective (loss mode `sspo_sapo`) puts inside the geometric mean. f(1) = 2/tau, so
+requirement (ii) fails, but w(1) = tau/2 = 1 / f(1): s_i w = 1 on-policy, the plain policy gradient again. It is
+not in `GATES` (it would fail `check_gate`); `get_gate("sapo")` returns it, and the reference and fused losses
+run it through the same `log_g` / `weight` contract.
 This module knows nothing of verl.
 """
 
@@ -25,9 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
+import torch.nn.functional as F
+
+from ..errors import SSPOError
 
 Tau = Union[torch.Tensor, float]
 GateFn = Callable[[torch.Tensor, Tau], torch.Tensor]
@@ -44,6 +53,9 @@ class Gate:
     weight(x, tau): w_tau(x) = d log_g / dx, elementwise (closed form; autograd of log_g must agree).
     bound(tau): a finite upper bound on |log_g(x, tau)| over all x.
     formula: log g and w as text, for docs, errors and the closing note.
+    log_g_at_one(tau): None for an SSPO gate (g(1) = 1). Otherwise log g_tau(1) of a gate with g(1) != 1 that is
+        unbiased because w(1) = 1 / g(1) (SAPO_GATE); the metrics divide it out, so that 1 means on-policy.
+    log_g_sup(tau): sup over x of log_g, where it is smaller than `bound` (SAPO_GATE); it caps s_i. None: bound.
     """
 
     name: str
@@ -51,6 +63,12 @@ class Gate:
     weight: GateFn
     bound: Callable[[float], float]
     formula: str
+    log_g_at_one: Optional[Callable[[Tau], Tau]] = None
+    log_g_sup: Optional[Callable[[float], float]] = None
+
+    def max_log_g(self, tau: float) -> float:
+        """An upper bound on log g_tau over all x: what caps the sequence weight s_i = exp(mean_t log g)."""
+        return self.bound(tau) if self.log_g_sup is None else self.log_g_sup(tau)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,14 +132,101 @@ GATES: dict[str, Gate] = {
 DEFAULT_GATE = "arctan"  # the paper's main, Cauchy-shaped gate: loss mode `sspo`
 
 
+# ---------------------------------------------------------------------------------------------------
+# SAPO's gate in ratio space: the paper's first objective, loss mode `sspo_sapo` (docs/GATES.md, "sspo_sapo")
+# ---------------------------------------------------------------------------------------------------
+
+_LOG_2, _LOG_4 = math.log(2.0), math.log(4.0)
+
+
+def _same_shape(tau: Tau, x: torch.Tensor) -> bool:
+    return not isinstance(tau, torch.Tensor) or tau.shape == x.shape
+
+
+def _log(tau: Tau, like: torch.Tensor) -> Tau:
+    return torch.log(tau) if isinstance(tau, torch.Tensor) else torch.tensor(math.log(tau), dtype=like.dtype)
+
+
+def sapo_log_f_and_weight(x: torch.Tensor, tau: Tau) -> tuple[torch.Tensor, torch.Tensor]:
+    """log f and w = d log f / d log r for f(r) = (4 / tau) sigmoid(tau (r - 1)), r = e^x, with no exp(x):
+
+        u = tau (r - 1) = tau expm1(x)
+        log f = log(4 / tau) + logsigmoid(u)                 in [log(4/tau) + logsigmoid(-tau), log(4/tau)]
+        w     = tau r sigmoid(-u) = exp(log tau + x + logsigmoid(u) - u)      (logsigmoid(-u) = logsigmoid(u) - u)
+
+    Finite for any finite x in float32: r = exp(x) overflows for x > 88, and tau r sigmoid(-u) is then inf * 0.
+    Not differentiable (it works in place); `SAPO_GATE.log_g` is, with this w as its derivative. (B, T) -> two (B, T).
+    """
+    log_tau = _log(tau, x)
+    u = torch.expm1(x).mul_(tau) if _same_shape(tau, x) else tau * torch.expm1(x)  # (B, T)
+    log_sig = F.logsigmoid(u)  # (B, T)
+    log_f = torch.sub(log_sig, log_tau).add_(_LOG_4)
+    w = log_sig.sub_(u).add_(x).add_(log_tau).exp_()  # reuses log_sig
+    return log_f, w
+
+
+class _SapoLogF(torch.autograd.Function):
+    """log f(e^x) with the stable closed-form derivative w: autograd of the formula is 0 * inf = NaN for x > 88."""
+
+    @staticmethod
+    def forward(ctx, x, tau):
+        log_f, w = sapo_log_f_and_weight(x.detach(), tau)
+        ctx.save_for_backward(w)
+        return log_f
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * w, None
+
+
+def _sapo_log_f(x: torch.Tensor, tau: Tau) -> torch.Tensor:
+    return _SapoLogF.apply(x, tau)
+
+
+def _sapo_weight(x: torch.Tensor, tau: Tau) -> torch.Tensor:
+    return sapo_log_f_and_weight(x.detach(), tau)[1]
+
+
+def _sapo_log_f_at_one(tau: Tau) -> Tau:
+    return _LOG_2 - (torch.log(tau) if isinstance(tau, torch.Tensor) else math.log(tau))  # f(1) = 2 / tau
+
+
+def _sapo_bound(tau: float) -> float:
+    top = _LOG_4 - math.log(tau)  # log f at r -> inf
+    return max(abs(top), abs(top - (tau + math.log1p(math.exp(-tau)))))  # and at r -> 0: top - softplus(tau)
+
+
+SAPO_GATE = Gate(
+    "sapo", _sapo_log_f, _sapo_weight, _sapo_bound,
+    "f(r) = (4 / tau) sigmoid(tau (r - 1)) in ratio space: log f = log(4 / tau) + logsigmoid(tau (e^x - 1)); "
+    "w = tau r sigmoid(-tau (r - 1)); f(1) = 2 / tau, w(1) = tau / 2",
+    log_g_at_one=_sapo_log_f_at_one,
+    log_g_sup=lambda tau: _LOG_4 - math.log(tau),
+)
+# Gates with a loss mode sspo_<name> that are not SSPO gates (not in GATES, never passed to check_gate); their names
+# cannot be registered.
+RESERVED_GATES: dict[str, Gate] = {SAPO_GATE.name: SAPO_GATE}
+
+
+class UnknownGateError(SSPOError):
+    """A gate name that is neither registered nor reserved."""
+
+
+def known_gates() -> list[str]:
+    """Every gate name that has a loss mode sspo_<name>: the registered SSPO gates and the reserved ones."""
+    return sorted(GATES) + sorted(RESERVED_GATES)
+
+
 def get_gate(name: str) -> Gate:
-    """The gate registered under `name`, or a ValueError that lists the known ones."""
-    if name not in GATES:
-        raise ValueError(
-            f"Unknown SSPO gate {name!r}. Known gates: {sorted(GATES)}. "
+    """The gate behind loss mode sspo_<name> (an SSPO gate or a reserved one), or an error listing the known ones."""
+    gate = GATES.get(name) or RESERVED_GATES.get(name)
+    if gate is None:
+        raise UnknownGateError(
+            f"Unknown SSPO gate {name!r}. Known gates: {known_gates()}. "
             f"Pick one of them (loss mode sspo_<gate>) or add yours with sspo_verl.register_gate(...)."
         )
-    return GATES[name]
+    return gate
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -129,7 +234,7 @@ def get_gate(name: str) -> Gate:
 # ---------------------------------------------------------------------------------------------------
 
 
-class GateRequirementError(ValueError):
+class GateRequirementError(SSPOError):
     """A gate violates one of the requirements (i)-(iv) above."""
 
 

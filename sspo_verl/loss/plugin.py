@@ -4,6 +4,7 @@ This is the only module that touches verl internals for the loss. It registers
 
     sspo            the paper's main gate (arctan, Cauchy-shaped)
     sspo_<gate>     one mode per gate in `gates.GATES` (arctan, sigmoid, erf, softsign, and user gates)
+    sspo_sapo       the paper's first objective: SAPO's ratio-space gate inside the geometric mean (gates.SAPO_GATE)
 
 Each mode follows verl's policy-loss contract (`verl.workers.utils.losses.ppo_loss` calls it by keyword)
 and aggregates only through verl's `agg_loss(..., **config.global_batch_info)`, so the loss and its
@@ -37,7 +38,7 @@ try:
 except ModuleNotFoundError as exc:  # say what to install, not just the missing name
     raise missing_dependency(exc) from exc
 
-from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
+from .gates import DEFAULT_GATE, GATES, RESERVED_GATES, Gate, check_gate, get_gate
 from .fused import sspo_token_loss_fused
 from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
 
@@ -110,6 +111,11 @@ def loss_mode_for(gate_name: str) -> str:
     return f"{LOSS_MODE_PREFIX}_{gate_name}"
 
 
+def has_gate(gate_name: str) -> bool:
+    """Whether loss mode sspo_<gate_name> has a gate: a registered SSPO gate or a reserved one (sapo)."""
+    return gate_name in GATES or gate_name in RESERVED_GATES
+
+
 def gate_for_loss_mode(loss_mode: str) -> Optional[str]:
     """The gate name behind an SSPO loss mode, None for a mode that is not SSPO's."""
     if loss_mode == LOSS_MODE_PREFIX:
@@ -131,10 +137,10 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
             raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.{knob}") from None
         if not (math.isfinite(tau) and tau > 0):
             raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.{knob}")
-        bound = gate.bound(tau)
+        bound = gate.max_log_g(tau)
         if bound > MAX_LOG_SEQ_WEIGHT:
             candidates = (10.0 ** (k / 10) for k in range(-60, 61))
-            tau_min = next((t for t in candidates if gate.bound(t) <= MAX_LOG_SEQ_WEIGHT), None)
+            tau_min = next((t for t in candidates if gate.max_log_g(t) <= MAX_LOG_SEQ_WEIGHT), None)
             raise ValueError(
                 f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
                 f"could reach exp({bound:.3g}); SSPO keeps it under exp({MAX_LOG_SEQ_WEIGHT:g}) so sums stay finite "
@@ -180,11 +186,11 @@ def check_actor_config(config: Any, unknown_gate_later: bool = False) -> None:
     """
     loss_mode = config.policy_loss.get("loss_mode", "vanilla") if config.policy_loss is not None else "vanilla"
     gate_name = gate_for_loss_mode(loss_mode)
-    if gate_name is None or (unknown_gate_later and gate_name not in GATES):
+    if gate_name is None or (unknown_gate_later and not has_gate(gate_name)):
         return
-    if gate_name not in GATES:
+    if not has_gate(gate_name):
         raise unknown_gate(loss_mode, gate_name)
-    check_temperatures(GATES[gate_name], config.tau_pos, config.tau_neg)
+    check_temperatures(get_gate(gate_name), config.tau_pos, config.tau_neg)
     _warn_agg_mode(loss_mode, config.loss_agg_mode)
 
 
@@ -265,6 +271,10 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: b
         raise ValueError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
                          f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
     mode = loss_mode_for(name)
+    if name in RESERVED_GATES:
+        raise ValueError(f"SSPO gate name {name!r} is taken: the loss mode {mode} is built in "
+                         f"({RESERVED_GATES[name].formula.split(':')[0]}, the paper's first objective) and a gate of "
+                         f"that name would shadow it; pick another name (e.g. '{name}_v2').")
     if name in GATES and not replace:
         modes = [mode] + ([LOSS_MODE_PREFIX] if name == DEFAULT_GATE else [])
         raise ValueError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
@@ -332,7 +342,7 @@ def check_loss_mode_registered(loss_mode: str, external_lib: Optional[str]) -> N
 
         import_external_libs(external_lib)
     gate_name = gate_for_loss_mode(loss_mode)
-    if gate_name is not None and gate_name not in GATES:
+    if gate_name is not None and not has_gate(gate_name):
         raise unknown_gate(loss_mode, gate_name, external_lib)
     if loss_mode not in POLICY_LOSS_REGISTRY:
         raise ValueError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} is not registered; known: "
@@ -400,7 +410,7 @@ def register_loss_modes() -> list[str]:
         version = metadata.version("verl")
         if Version(version) not in SUPPORTED_VERL:
             _warn_once(("verl_version",), f"sspo_verl is tested with verl{VERL_RANGE}; found verl {version}.")
-        for name in GATES:
+        for name in [*GATES, *RESERVED_GATES]:  # sspo_<gate>, and sspo_sapo
             register_policy_loss(loss_mode_for(name))(make_policy_loss(name))
         register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(DEFAULT_GATE, LOSS_MODE_PREFIX))
         _extend_config_validation()

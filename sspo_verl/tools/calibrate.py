@@ -19,6 +19,11 @@ built-in gate's weight is a function of tau |x| alone, so the rule has a closed 
 SAPO's gate lives in ratio space: its gradient is 4 sigma(tau (r - 1)) sigma(-tau (r - 1)) times the unclipped
 PPO gradient, sech^2(tau (r - 1) / 2), so c = 1.7627 with |r_edge - 1| (= eps) in place of |x_edge|.
 
+`sspo_sapo` (SAPO's gate inside SSPO's geometric mean) calibrates as `sapo` does. SSPO's rule cannot serve: its
+normalized weight 2 r sigmoid(-tau (r - 1)) stays above r for r < 1 whatever tau (0.8 at r = 0.8), so no tau_neg
+halves it there. SAPO's rule is exact where the two objectives meet: for a one-token response sspo_sapo is SAPO
+(s_i w = r f'(r), the same factor), so the same temperatures give the same gate (docs/GATES.md, "sspo_sapo").
+
 A gate added with `sspo_verl.register_gate` gets a numerical solve (`solve_tau`), which assumes that at a fixed
 edge x the weight falls continuously and strictly from above 1/2 to below it as tau grows from 1e-6 to 1e6; it
 checks that on a grid and raises `CalibrationError` when it does not hold.
@@ -37,7 +42,7 @@ from typing import Callable
 
 import torch
 
-from ..loss.gates import GATES, Gate, get_gate
+from ..loss.gates import GATES, RESERVED_GATES, Gate, get_gate
 
 HALF = 0.5
 SIGMOID_C = 2.0 * math.acosh(math.sqrt(2.0))  # sech^2(z) = 1/2 at z = arccosh(sqrt 2)
@@ -62,7 +67,7 @@ def sapo_weight(log_ratio: torch.Tensor, tau) -> torch.Tensor:
 
 
 def gate_name(name: str) -> str:
-    """A gate name from a gate, an SSPO loss mode (sspo = arctan, sspo_<gate>) or `sapo`."""
+    """A gate name from a gate, an SSPO loss mode (sspo = arctan, sspo_<gate>) or `sapo`; sspo_sapo is `sapo` too."""
     if name == SAPO:
         return SAPO
     if name == "sspo":
@@ -162,9 +167,12 @@ def tau_for_edge(name: str, edge: float, numeric: bool = False) -> float:
 def taus_from_clip(gate: str | Gate, clip_low: float, clip_high: float, numeric: bool = False) -> tuple[float, float]:
     """(tau_pos, tau_neg) with w = 1/2 at r = 1 + clip_high for A > 0 and at r = 1 - clip_low for A <= 0.
 
-    gate: a gate name (a registered user gate too), an SSPO loss mode (`sspo`, `sspo_<gate>`), `sapo`, or a Gate.
+    gate: a gate name (a registered user gate too), an SSPO loss mode (`sspo`, `sspo_<gate>`, `sspo_sapo`), `sapo`,
+    or a Gate.
     numeric: solve numerically even where a closed form exists (to check one against the other)."""
     x_pos, x_neg = edges(clip_low, clip_high)
+    if isinstance(gate, Gate) and RESERVED_GATES.get(gate.name) is gate:
+        gate = gate.name  # SAPO_GATE (sspo_sapo): SAPO's rule, as for its name
     if isinstance(gate, Gate):
         return solve_tau(gate.weight, x_pos, gate.name), solve_tau(gate.weight, x_neg, gate.name)
     return tau_for_edge(gate, x_pos, numeric), tau_for_edge(gate, x_neg, numeric)

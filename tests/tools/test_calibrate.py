@@ -63,6 +63,22 @@ def test_sapo_weight_is_the_derivative_of_verls_sapo_gate():
     torch.testing.assert_close(cal.sapo_weight(x.detach(), tau), df_dx / x.detach().exp())
 
 
+def test_sspo_sapo_calibrates_as_sapo_because_the_sspo_rule_has_no_answer_below_one():
+    from sspo_verl.loss.gates import SAPO_GATE
+
+    assert cal.taus_from_clip("sspo_sapo", 0.2, 0.28) == pytest.approx(HAND["sapo"], rel=1e-12)  # 6.30, 8.81
+    assert cal.taus_from_clip(SAPO_GATE, 0.2, 0.28) == cal.taus_from_clip("sspo_sapo", 0.2, 0.28)
+    # SSPO's rule on sspo_sapo's normalized weight w 2 / tau = 2 r sigmoid(-tau (r - 1)): at r = 0.8 it rises from
+    # 0.8 to 1.6 as tau grows, never down to 1/2
+    normalized = lambda x, t: SAPO_GATE.weight(x, t) * 2 / t  # noqa: E731
+    w_08 = normalized(torch.full((3,), LOG_LO, dtype=torch.float64), torch.tensor([1e-6, 1.0, 1e3], dtype=torch.float64))
+    torch.testing.assert_close(w_08, torch.tensor([0.8, 1.6 / (1 + math.exp(-0.2)), 1.6], dtype=torch.float64))
+    with pytest.raises(cal.CalibrationError, match=r"w rises with tau .* \(w = 0\.8\)"):
+        cal.solve_tau(normalized, LOG_LO, "sspo_sapo")
+    # (above 1 it would: 2.56 sigmoid(-0.28 tau) = 1/2 at tau = -logit(1 / 5.12) / 0.28 = 5.06)
+    assert cal.solve_tau(normalized, LOG_HI, "sspo_sapo") == pytest.approx(-math.log(1 / (5.12 - 1)) / 0.28, rel=1e-9)
+
+
 def test_loss_modes_name_their_gates():
     assert cal.taus_from_clip("sspo", 0.2, 0.28) == cal.taus_from_clip("arctan", 0.2, 0.28)
     assert cal.taus_from_clip("sspo_erf", 0.1, 0.1) == cal.taus_from_clip("erf", 0.1, 0.1)
