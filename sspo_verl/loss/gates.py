@@ -209,7 +209,11 @@ SAPO_GATE = Gate(
 RESERVED_GATES: dict[str, Gate] = {SAPO_GATE.name: SAPO_GATE}
 
 
-class UnknownGateError(SSPOError):
+class GateError(SSPOError):
+    """A gate that cannot be used: an unknown or unusable name, or a gate function that breaks a requirement."""
+
+
+class UnknownGateError(GateError):
     """A gate name that is neither registered nor reserved."""
 
 
@@ -234,7 +238,7 @@ def get_gate(name: str) -> Gate:
 # ---------------------------------------------------------------------------------------------------
 
 
-class GateRequirementError(SSPOError):
+class GateRequirementError(GateError):
     """A gate violates one of the requirements (i)-(iv) above."""
 
 

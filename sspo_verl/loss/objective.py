@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import SSPOError
 from .gates import Gate
 
 # Token weights below this count as "soft-clipped": the gate passes less than half of their gradient.
@@ -41,7 +42,7 @@ NO_TOKEN_STATS = {"ppo_kl": 0.0, "w_mean": 1.0, "w_min": 1.0, "w_frac_clipped": 
                   "clipfrac_neg": 0.0, "s_mean": 1.0, "s_min": 1.0, "s_max": 1.0, "log_ratio_abs_max": 0.0, "n_bad": 0.0}
 
 
-class SSPOInputError(ValueError):
+class SSPOInputError(SSPOError):
     """Inputs the loss cannot be computed from (NaN or inf at a valid token)."""
 
 

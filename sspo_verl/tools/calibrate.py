@@ -42,6 +42,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import SSPOError
 from ..loss.gates import GATES, RESERVED_GATES, Gate, get_gate
 
 HALF = 0.5
@@ -54,7 +55,7 @@ TAU_RANGE = (1e-6, 1e6)  # where the numerical solve looks for the half-weight t
 _GRID = 1201  # log-spaced temperatures over TAU_RANGE: 100 per decade
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SSPOError):
     """The half-weight temperature does not exist or is not unique for this gate and edge."""
 
 
