@@ -248,8 +248,28 @@ def _check_grid() -> torch.Tensor:
     return torch.unique(torch.cat([dense, wide, -wide, torch.zeros(1, dtype=torch.float64)]))  # sorted
 
 
+def _elementwise(fn: GateFn, what: str, x: torch.Tensor, tau: torch.Tensor, where: str) -> torch.Tensor:
+    """fn(x, tau) checked to be a tensor shaped and typed like x; else a GateRequirementError with the fix."""
+    try:
+        out = fn(x, tau)
+    except Exception as exc:
+        raise GateRequirementError(
+            f"{where}: {what}(x, tau) raised {type(exc).__name__}: {exc}. It must take a tensor tau shaped like x "
+            f"(the loss passes tau as a (B, T) tensor) and use torch ops only") from exc
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+        got = f"a {out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else repr(out)[:80]
+        raise GateRequirementError(
+            f"{where}: {what}(x, tau) must return a tensor shaped and typed like x ({x.dtype}, {tuple(x.shape)}), got "
+            f"{got}; compute it elementwise with torch ops")
+    return out
+
+
 def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
-    """Check requirements (i)-(v) numerically in float64; raise GateRequirementError naming the first failure."""
+    """Check requirements (i)-(v) numerically in float64 (and that float32, the loss's dtype, stays finite); raise
+    GateRequirementError naming the first failure and what to fix."""
+    for what in ("log_g", "weight", "bound"):
+        if not callable(getattr(gate, what)):
+            raise GateRequirementError(f"gate {gate.name!r}: {what} must be a function, got {getattr(gate, what)!r}")
     x = _check_grid()  # (N,) sorted, contains 0
     zero = int((x == 0).nonzero())
     weights = []  # (N,) per tau, for (v)
@@ -257,14 +277,13 @@ def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
         where = f"gate {gate.name!r} at tau={tau}"
         tau_t = torch.full_like(x, tau)  # the loss passes tau as a (B, T) tensor: check the gate the same way
         xg = x.clone().requires_grad_(True)
+        log_g = _elementwise(gate.log_g, "log_g", xg, tau_t, where)
         try:
-            log_g = gate.log_g(xg, tau_t)
-        except Exception as exc:
-            raise GateRequirementError(f"{where}: log_g(x, tau) failed for a tensor tau ({exc}); use torch ops") from exc
-        if log_g.shape != x.shape or log_g.dtype != torch.float64:
-            raise GateRequirementError(f"{where}: log_g must be elementwise and keep dtype, got {log_g.shape} {log_g.dtype}")
-        (w_autograd,) = torch.autograd.grad(log_g.sum(), xg)
-        log_g, w = log_g.detach(), gate.weight(x, tau_t)
+            (w_autograd,) = torch.autograd.grad(log_g.sum(), xg)
+        except RuntimeError as exc:
+            raise GateRequirementError(f"{where}: log_g(x, tau) is not differentiable in x ({exc}); write it with "
+                                       f"torch ops, without .detach(), .item() or numpy") from exc
+        log_g, w = log_g.detach(), _elementwise(gate.weight, "weight", x, tau_t, where)
 
         def require(bad: torch.Tensor, what: str) -> None:
             if bool(bad.any()):
@@ -286,7 +305,11 @@ def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
         tail = w[x.abs() >= 1e4]
         if tail.max().item() > 1e-4:
             raise GateRequirementError(f"{where}: (iii) w -> 0 fails: w = {tail.max().item():.3g} at |x| >= 1e4")
-        bound = float(gate.bound(tau))
+        try:
+            bound = float(gate.bound(tau))
+        except Exception as exc:
+            raise GateRequirementError(f"{where}: bound(tau) must return a number for a float tau, it raised "
+                                       f"{type(exc).__name__}: {exc}") from exc
         if not math.isfinite(bound) or bound <= 0:
             raise GateRequirementError(f"{where}: (iv) bound(tau) must be finite and > 0, got {bound}")
         require(log_g.abs() > bound * (1 + 1e-12), f"(iv) |log g| exceeds the declared bound {bound:.6g}")
@@ -296,3 +319,13 @@ def check_gate(gate: Gate, taus: tuple[float, ...] = CHECK_TAUS) -> None:
         raise GateRequirementError(
             f"gate {gate.name!r}: (v) w does not depend on tau (it varies by {spread:.3g} over tau in {taus}), so "
             f"tau_pos and tau_neg would change nothing; make the gate a function of tau, e.g. of tau * x")
+    x32 = x.float()  # the loss runs in float32 (bf16 inputs are upcast): the gate must stay finite there too
+    for tau in taus:
+        where = f"gate {gate.name!r} at tau={tau} in float32"
+        tau32 = torch.full_like(x32, tau)
+        for what, fn in (("log_g", gate.log_g), ("weight", gate.weight)):
+            out = _elementwise(fn, what, x32, tau32, where)
+            if not bool(torch.isfinite(out).all()):
+                x_bad = x32[int((~torch.isfinite(out)).nonzero()[0, 0])].item()
+                raise GateRequirementError(f"{where}: {what} is not finite at x = log r = {x_bad:.6g} (it is in "
+                                           f"float64): compute it without intermediates that overflow float32")

@@ -270,7 +270,10 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: b
         raise GateError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
                          f"name, or pass replace=True to replace it.")
     gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
-    check_gate(gate)
+    try:
+        check_gate(gate)
+    except GateError as exc:
+        raise type(exc)(f"{exc}. The gate is not registered; the requirements are in docs/GATES.md (Custom gates).") from exc
     GATES[name] = gate
     register_policy_loss(mode)(make_policy_loss(name))
     if name == DEFAULT_GATE:
@@ -414,4 +417,10 @@ def register_loss_modes() -> list[str]:
 
 
 # verl's entry point (`sspo = sspo_verl.loss.plugin`) imports this module in every process: register on import.
-LOSS_MODES = register_loss_modes()
+register_loss_modes()
+
+
+def __getattr__(name: str):
+    if name == "LOSS_MODES":  # computed on each access, so a gate registered later is in it (and a removed one not)
+        return registered_loss_modes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

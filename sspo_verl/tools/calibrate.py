@@ -34,15 +34,17 @@ checks that on a grid and raises `CalibrationError` when it does not hold.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
+import os
 import sys
+import traceback
 from typing import Callable
 
 import torch
 
-from ..errors import SSPOError
+from .. import cli
+from ..errors import SSPOError, require_module
 from ..loss.gates import GATES, RESERVED_GATES, Gate, get_gate
 
 HALF = 0.5
@@ -84,13 +86,16 @@ def weight_function(name: str) -> Callable[[torch.Tensor, object], torch.Tensor]
     return sapo_weight if name == SAPO else GATES[name].weight
 
 
-def edges(clip_low: float, clip_high: float) -> tuple[float, float]:
-    """The clip's edges as log-ratios: (log(1 + clip_high) for A > 0, log(1 - clip_low) for A <= 0)."""
-    for flag, eps in (("clip_low", clip_low), ("clip_high", clip_high)):
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise ValueError(f"{flag}={eps!r}: a clip range is a positive number, e.g. 0.2 (GRPO) or 0.28 (DAPO)")
+def edges(clip_low: float, clip_high: float, names: tuple[str, str] = ("clip_low=", "clip_high=")) -> tuple[float, float]:
+    """The clip's edges as log-ratios: (log(1 + clip_high) for A > 0, log(1 - clip_low) for A <= 0).
+
+    names: how the two values are named in errors (the CLI passes its flags, "--clip-low ", "--clip-high ")."""
+    for name, eps in zip(names, (clip_low, clip_high)):
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise CalibrationError(f"{name}{eps!r}: a clip range is a positive number, e.g. 0.2 (GRPO) or 0.28 (DAPO)")
     if clip_low >= 1:
-        raise ValueError(f"clip_low={clip_low}: the lower edge 1 - clip_low must stay above 0 (use a value below 1)")
+        raise CalibrationError(f"{names[0]}{clip_low}: the lower edge 1 - clip_low must stay above 0 (use a value "
+                               f"below 1)")
     return math.log1p(clip_high), math.log1p(-clip_low)
 
 
@@ -110,7 +115,7 @@ def solve_tau(weight: Callable[[torch.Tensor, object], torch.Tensor], edge: floa
     Assumes w(edge, tau) is continuous and strictly decreasing in tau over TAU_RANGE, above 1/2 at its low end and
     below it at its high end: checked on a log grid of 100 temperatures per decade, else CalibrationError."""
     if not (math.isfinite(edge) and edge != 0):
-        raise ValueError(f"edge={edge}: the half-weight point must be a finite log-ratio other than 0")
+        raise CalibrationError(f"edge={edge}: the half-weight point must be a finite log-ratio other than 0")
     taus = torch.logspace(math.log10(TAU_RANGE[0]), math.log10(TAU_RANGE[1]), _GRID, dtype=torch.float64)
     x = torch.full_like(taus, edge)
     w = _weights(weight, x, taus, name)  # (_GRID,)
@@ -219,11 +224,14 @@ def plot_weights(path, clip_low: float = 0.2, clip_high: float = 0.28, gates: li
     return path
 
 
+PROG = "python -m sspo_verl.tools.calibrate"
+CLI_FLAGS = ("--clip-low ", "--clip-high ")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sspo_verl.tools.calibrate",
-                                description="Temperatures at which a soft gate passes half its gradient at a PPO "
-                                            "clip range's edges (A > 0: r = 1 + clip-high; A <= 0: r = 1 - clip-low).")
-    p.add_argument("--gate", help=f"{', '.join(GATES)}, a user gate, sspo / sspo_<gate>, or {SAPO}")
+    p = cli.ArgumentParser(prog=PROG, description="Temperatures at which a soft gate passes half its gradient at a PPO "
+                                                  "clip range's edges (A > 0: r = 1 + clip-high; A <= 0: r = 1 - clip-low).")
+    p.add_argument("--gate", help=f"{', '.join(GATES)}, a user gate, sspo / sspo_<gate>, sspo_sapo, or {SAPO}")
     p.add_argument("--plot", metavar="PNG", help="instead: draw every gate's w(r) at its calibrated temperatures")
     p.add_argument("--clip-low", type=float, required=True, help="e.g. 0.2")
     p.add_argument("--clip-high", type=float, required=True, help="e.g. 0.28")
@@ -231,22 +239,33 @@ def main(argv=None) -> int:
                    help="a module to import first, e.g. one that calls sspo_verl.register_gate (repeatable)")
     p.add_argument("--numeric", action="store_true", help="solve numerically even where a closed form exists")
     args = p.parse_args(argv)
+    if not args.gate and not args.plot:
+        p.error("--gate is required (or --plot PNG)")
+    return cli.run(p.prog, _calibrate, args)
+
+
+def _calibrate(args) -> int:
+    edges(args.clip_low, args.clip_high, CLI_FLAGS)  # the arguments first, before any work
+    if args.plot:
+        require_module("matplotlib", "compare", f"{PROG} --plot")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise CalibrationError(f"--plot {args.plot}: the folder {folder} does not exist; create it or pick another path")
     for module in args.modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            print(f"calibrate: --import {module}: {exc} (is its folder on PYTHONPATH?)", file=sys.stderr)
-            return 2
+            raise CalibrationError(f"--import {module}: {exc} (is its folder on PYTHONPATH?)") from exc
+        except SSPOError as exc:  # e.g. its register_gate refused the gate: the message says why
+            raise type(exc)(f"--import {module}: {exc}") from exc
+        except Exception as exc:  # a bug in the user's module: where, in one line
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise CalibrationError(f"--import {module}: importing it raised {type(exc).__name__}: {exc} "
+                                   f"({frame.filename}, line {frame.lineno})") from exc
     if args.plot:
         print(plot_weights(args.plot, args.clip_low, args.clip_high))
         return 0
-    if not args.gate:
-        p.error("--gate is required (or --plot)")
-    try:
-        tau_pos, tau_neg = taus_from_clip(args.gate, args.clip_low, args.clip_high, numeric=args.numeric)
-    except ValueError as exc:  # CalibrationError, an unknown gate, a bad clip range: one line, exit 2
-        print(f"calibrate: {exc}", file=sys.stderr)
-        return 2
+    tau_pos, tau_neg = taus_from_clip(args.gate, args.clip_low, args.clip_high, numeric=args.numeric)
     print(f"tau_pos={tau_pos:.6g} tau_neg={tau_neg:.6g}")
     return 0
 

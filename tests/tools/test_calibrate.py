@@ -128,16 +128,56 @@ def test_cli_imports_a_module_that_registers_a_gate(tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("argv, message", [
     (["--gate", "cosine", "--clip-low", "0.2", "--clip-high", "0.28"], "Unknown SSPO gate 'cosine'"),
-    (["--gate", "arctan", "--clip-low", "1.2", "--clip-high", "0.28"], "clip_low=1.2"),
-    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "-0.28"], "clip_high=-0.28"),
-    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "nan"], "clip_high=nan"),
+    # the flag the user typed, not the Python parameter behind it
+    (["--gate", "arctan", "--clip-low", "1.2", "--clip-high", "0.28"], "--clip-low 1.2: the lower edge 1 - clip_low"),
+    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "-0.28"], "--clip-high -0.28: a clip range is a positive"),
+    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "nan"], "--clip-high nan: a clip range is a positive"),
+    (["--clip-low", "0.2", "--clip-high", "0.28"], "--gate is required (or --plot PNG) (see --help)"),
+    (["--gate", "arctan", "--clip-low", "wide", "--clip-high", "0.28"], "argument --clip-low: invalid float value: 'wide'"),
+    (["--plot", "/no/such/folder/w.png", "--clip-low", "0.2", "--clip-high", "0.28"],
+     "--plot /no/such/folder/w.png: the folder /no/such/folder does not exist"),
+    # a bad clip range is reported before the module is imported (arguments first)
+    (["--import", "no_such_gates", "--gate", "x", "--clip-low", "0", "--clip-high", "0.28"], "--clip-low 0.0: a clip range"),
     (["--import", "no_such_gates", "--gate", "x", "--clip-low", "0.2", "--clip-high", "0.28"],
      "--import no_such_gates: No module named 'no_such_gates' (is its folder on PYTHONPATH?)"),
 ])
 def test_cli_rejects_bad_input_in_one_line(argv, message, capsys):
-    assert cal.main(argv) == 2
+    try:
+        code = cal.main(argv)
+    except SystemExit as ended:  # argparse's own errors end in parse_args
+        code = ended.code
+    assert code == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert err.startswith("python -m sspo_verl.tools.calibrate: error: ")
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sspo_verl\nsspo_verl.register_gate('flat', lambda x, t: 0 * x * t, lambda x, t: 0 * x * t, lambda t: 1.0)\n",
+     "--import bad_gates_cli: gate 'flat' at tau=0.1: (ii) g'(1) = 1 fails"),
+    ("raise NameError('oops')\n", "--import bad_gates_cli: importing it raised NameError: oops ("),
+])
+def test_cli_reports_an_imported_modules_error_in_one_line(source, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "bad_gates_cli.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert cal.main(["--import", "bad_gates_cli", "--gate", "arctan", "--clip-low", "0.2", "--clip-high", "0.28"]) == 2
+    finally:
+        sys.modules.pop("bad_gates_cli", None)
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert "flat" not in GATES
+
+
+def test_cli_without_matplotlib_says_what_to_install_before_any_work(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert cal.main(["--plot", str(tmp_path / "w.png"), "--clip-low", "0.2", "--clip-high", "0.28"]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib, which is not installed: pip install 'sspo-verl[compare]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "w.png").exists()
 
 
 def test_a_weight_that_rises_with_tau_is_refused():
