@@ -52,14 +52,18 @@ def _softsign(x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return log_g, d.square_().reciprocal_()  # w = 1 / (1 + tau |x|)^2
 
 
-FUSED_GATES: dict[str, Callable] = {"arctan": _arctan, "sigmoid": _sigmoid, "erf": _erf, "softsign": _softsign,
-                                    "sapo": sapo_log_f_and_weight}  # sspo_sapo: its own one-pass function
+FUSED_GATES: dict[str, Callable] = {"arctan": _arctan, "sigmoid": _sigmoid, "erf": _erf, "softsign": _softsign}
+# sspo_sapo's gate has its own one-pass function, gates.sapo_log_f_and_weight (given log tau from the two temperatures)
 
 
-_BUILTIN = {**GATES, "sapo": SAPO_GATE}  # the gate objects the kernels above implement
+_BUILTIN = dict(GATES)  # the gate objects the kernels above implement
 
 
-def _log_g_and_weight(gate: Gate, x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_g_and_weight(gate: Gate, x: torch.Tensor, tau: torch.Tensor, pos: torch.Tensor, tau_pos: float,
+                      tau_neg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if gate is SAPO_GATE:  # log tau from the two temperatures: a select per token instead of a log
+        log_tau = torch.where(pos, torch.tensor(math.log(tau_pos), dtype=x.dtype), torch.tensor(math.log(tau_neg), dtype=x.dtype))
+        return sapo_log_f_and_weight(x, tau, log_tau)
     if _BUILTIN.get(gate.name) is gate:
         return FUSED_GATES[gate.name](x, tau)
     return gate.log_g(x, tau), gate.weight(x, tau)  # a user gate: its own functions
@@ -78,7 +82,8 @@ class _SSPOTokenLoss(torch.autograd.Function):
         pos = adv > 0  # (B, T) bool: tau_pos tokens
         tau = torch.where(pos, torch.tensor(tau_pos, dtype=dtype), torch.tensor(tau_neg, dtype=dtype))  # (B, T)
 
-        log_g, w = _log_g_and_weight(gate, x, tau)  # (B, T) each; log g(0) = 0, w(0) = 1 at padding (SSPO gates)
+        log_g, w = _log_g_and_weight(gate, x, tau, pos, tau_pos, tau_neg)  # (B, T) each; log g(0) = 0, w(0) = 1 at
+        # padding (SSPO gates)
         del tau
         n_tok_row = torch.count_nonzero(mask, dim=-1)  # (B,) no int64 copy of the mask, unlike sum
         if gate.log_g_at_one is not None:  # sspo_sapo: log f(1) = log(2 / tau) != 0 at padding
@@ -111,9 +116,11 @@ def _normalized(gate, w, s, pos, mask, n_tok_row, tau_pos, tau_neg):
     if gate.log_g_at_one is None:
         return w, s
     c_pos, c_neg = gate.log_g_at_one(tau_pos), gate.log_g_at_one(tau_neg)  # log g(1), two scalars
-    log_at_one = torch.where(pos, torch.tensor(c_pos, dtype=w.dtype), torch.tensor(c_neg, dtype=w.dtype))  # (B, T)
-    w_stat = torch.where(mask, w * log_at_one.exp(), 1.0)  # (B, T)
-    log_s_at_one = log_at_one.masked_fill_(~mask, 0.0).sum(-1) / n_tok_row.clamp(min=1)  # (B,)
+    scale = torch.where(pos, torch.tensor(math.exp(c_pos), dtype=w.dtype), torch.tensor(math.exp(c_neg), dtype=w.dtype))
+    w_stat = scale.mul_(w).masked_fill_(~mask, 1.0)  # (B, T) w g(1), reuses scale
+    n_pos_row = torch.count_nonzero(pos, dim=-1).to(s.dtype)  # (B,) padding has A = 0: never pos
+    n_row = n_tok_row.to(s.dtype)
+    log_s_at_one = (n_pos_row * c_pos + (n_row - n_pos_row) * c_neg) / n_row.clamp(min=1)  # (B,) mean_t log g(1)
     return w_stat, s * torch.exp(-log_s_at_one)
 
 

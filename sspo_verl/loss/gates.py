@@ -147,22 +147,22 @@ def _log(tau: Tau, like: torch.Tensor) -> Tau:
     return torch.log(tau) if isinstance(tau, torch.Tensor) else torch.tensor(math.log(tau), dtype=like.dtype)
 
 
-def sapo_log_f_and_weight(x: torch.Tensor, tau: Tau) -> tuple[torch.Tensor, torch.Tensor]:
+def sapo_log_f_and_weight(x: torch.Tensor, tau: Tau, log_tau: Optional[Tau] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log f and w = d log f / d log r for f(r) = (4 / tau) sigmoid(tau (r - 1)), r = e^x, with no exp(x):
 
         u = tau (r - 1) = tau expm1(x)
         log f = log(4 / tau) + logsigmoid(u)                 in [log(4/tau) + logsigmoid(-tau), log(4/tau)]
-        w     = tau r sigmoid(-u) = exp(log tau + x + logsigmoid(u) - u)      (logsigmoid(-u) = logsigmoid(u) - u)
+        w     = tau r sigmoid(-u) = tau exp(x + logsigmoid(u) - u)            (logsigmoid(-u) = logsigmoid(u) - u)
 
     Finite for any finite x in float32: r = exp(x) overflows for x > 88, and tau r sigmoid(-u) is then inf * 0.
-    Not differentiable (it works in place); `SAPO_GATE.log_g` is, with this w as its derivative. (B, T) -> two (B, T).
+    log_tau: log(tau) when the caller has it (the fused loss: two values), else computed. Not differentiable (it works
+    in place); `SAPO_GATE.log_g` is, with this w as its derivative. (B, T) -> two (B, T).
     """
-    log_tau = _log(tau, x)
     u = torch.expm1(x).mul_(tau) if _same_shape(tau, x) else tau * torch.expm1(x)  # (B, T)
     log_sig = F.logsigmoid(u)  # (B, T)
-    log_f = torch.sub(log_sig, log_tau).add_(_LOG_4)
-    w = log_sig.sub_(u).add_(x).add_(log_tau).exp_()  # reuses log_sig
-    return log_f, w
+    log_f = torch.sub(log_sig, _log(tau, x) if log_tau is None else log_tau).add_(_LOG_4)
+    w = log_sig.sub_(u).add_(x).exp_()  # reuses log_sig: r sigmoid(-u)
+    return log_f, (w.mul_(tau) if _same_shape(tau, w) else w * tau)
 
 
 class _SapoLogF(torch.autograd.Function):
