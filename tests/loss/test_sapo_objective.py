@@ -240,3 +240,21 @@ def test_temperatures_are_checked_against_the_gates_own_ceiling():
         actor_config(MODE, tau_pos=tau, tau_neg=tau)
     with pytest.raises(ValueError, match=r"tau_neg=0 must be a finite number > 0"):
         actor_config(MODE, tau_neg=0)
+
+
+def test_hydra_lines_of_the_method_pass_verls_config_and_the_dry_run():
+    """The methods table's lines, composed with verl's ppo_trainer.yaml as main_ppo does: the Hydra keys are the
+    actor's own tau_pos / tau_neg, and the dry run reports the mode registered with its temperatures."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from sspo_verl.loss.methods import hydra_overrides
+    from sspo_verl.tools import dry_run
+
+    common = ["algorithm.adv_estimator=grpo", "data.train_batch_size=64", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+              "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", "actor_rollout_ref.rollout.n=4",
+              "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4", "trainer.n_gpus_per_node=4"]
+    lines = common + hydra_overrides(MODE, tau_pos=6.3, tau_neg=8.81)
+    actor = omega_conf_to_dataclass(dry_run.compose(lines).actor_rollout_ref.actor)
+    assert (actor.policy_loss.loss_mode, actor.tau_pos, actor.tau_neg) == (MODE, 6.3, 8.81)
+    notes = dry_run.check(lines)
+    assert notes[0].startswith("loss_mode=sspo_sapo registered; loss_agg_mode=seq-mean-token-mean; tau_pos=6.3 tau_neg=8.81")
