@@ -62,7 +62,8 @@ _BUILTIN = dict(GATES)  # the gate objects the kernels above implement
 def _log_g_and_weight(gate: Gate, x: torch.Tensor, tau: torch.Tensor, pos: torch.Tensor, tau_pos: float,
                       tau_neg: float) -> tuple[torch.Tensor, torch.Tensor]:
     if gate is SAPO_GATE:  # log tau from the two temperatures: a select per token instead of a log
-        log_tau = torch.where(pos, torch.tensor(math.log(tau_pos), dtype=x.dtype), torch.tensor(math.log(tau_neg), dtype=x.dtype))
+        log_tau = torch.where(pos, torch.tensor(math.log(tau_pos), dtype=x.dtype),
+                              torch.tensor(math.log(tau_neg), dtype=x.dtype))  # (B, T)
         return sapo_log_f_and_weight(x, tau, log_tau)
     if _BUILTIN.get(gate.name) is gate:
         return FUSED_GATES[gate.name](x, tau)
@@ -82,8 +83,8 @@ class _SSPOTokenLoss(torch.autograd.Function):
         pos = adv > 0  # (B, T) bool: tau_pos tokens
         tau = torch.where(pos, torch.tensor(tau_pos, dtype=dtype), torch.tensor(tau_neg, dtype=dtype))  # (B, T)
 
-        log_g, w = _log_g_and_weight(gate, x, tau, pos, tau_pos, tau_neg)  # (B, T) each; log g(0) = 0, w(0) = 1 at
-        # padding (SSPO gates)
+        # (B, T) each; at padding log g(0) = 0 and w(0) = 1 for the SSPO gates (sspo_sapo: below)
+        log_g, w = _log_g_and_weight(gate, x, tau, pos, tau_pos, tau_neg)
         del tau
         n_tok_row = torch.count_nonzero(mask, dim=-1)  # (B,) no int64 copy of the mask, unlike sum
         if gate.log_g_at_one is not None:  # sspo_sapo: log f(1) = log(2 / tau) != 0 at padding

@@ -60,6 +60,7 @@ IMPLEMENTATION = os.environ.get(IMPLEMENTATION_ENV) or "fused"  # (empty = unset
 
 
 def check_implementation(value: str) -> None:
+    """SSPO_VERL_IMPL names one of IMPLEMENTATIONS, or a ConfigError naming the variable, its values and the fix."""
     if value not in IMPLEMENTATIONS:
         raise ConfigError(
             f"{IMPLEMENTATION_ENV}={value!r} is not an implementation of the SSPO loss: set {IMPLEMENTATION_ENV}=fused "
@@ -259,16 +260,16 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: b
     """
     if not isinstance(name, str) or not GATE_NAME.fullmatch(name):
         raise GateError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
-                         f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
+                        f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
     mode = loss_mode_for(name)
     if name in RESERVED_GATES:
         raise GateError(f"SSPO gate name {name!r} is taken: the loss mode {mode} is built in "
-                         f"({RESERVED_GATES[name].formula.split(':')[0]}, the paper's first objective) and a gate of "
-                         f"that name would shadow it; pick another name (e.g. '{name}_v2').")
+                        f"({RESERVED_GATES[name].formula.split(':')[0]}, the paper's first objective) and a gate of "
+                        f"that name would shadow it; pick another name (e.g. '{name}_v2').")
     if name in GATES and not replace:
         modes = [mode] + ([LOSS_MODE_PREFIX] if name == DEFAULT_GATE else [])
         raise GateError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
-                         f"name, or pass replace=True to replace it.")
+                        f"name, or pass replace=True to replace it.")
     gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
     try:
         check_gate(gate)
