@@ -7,7 +7,7 @@
 #   ray_wait_nodes <head_ip:port> <n> [timeout_s]  block until n nodes are alive (sets RAY_NODES_ALIVE)
 #   ray_job_watched <head_ip> <command...>  run a command that ends in `ray job submit`, watching the cluster
 #   route_ip <head_ip>                     the address this node reaches the head from (what it should advertise)
-#   runtime_env_json                       the job's runtime env: what every worker needs
+#   runtime_env_json                       the job's runtime env: what every worker needs (a GATE_MODULE file too)
 #   runtime_env_file                       where job_launcher writes it (RUNTIME_ENV_FILE)
 #   job_launcher <head_ip>                 `ray job submit ... --` prefix for a payload command (writes the env file)
 # The plugin must be installed (pip install sspo-verl) in the Python that Ray's workers use, on every node:
@@ -17,6 +17,7 @@
 # preflight and the job's driver read the token from one file, RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token),
 # which must be the same file (or a copy) on every node. Only its path travels in environments; the token is
 # never in an argument, the runtime env or a log line, and is shown as a fingerprint (a sha256 prefix).
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/methods.sh"  # gate_module_file, export_gate_module_path
 RAY_PORT="${RAY_PORT:-6379}"
 RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
 RAY_TEMP_DIR="${RAY_TEMP_DIR:-/tmp/ray}"
@@ -238,9 +239,17 @@ route_ip() {
 
 runtime_env_json() {
   # env vars every worker process needs; add "pip": ["sspo-verl"] here if your cluster installs per job.
+  # A GATE_MODULE file goes in py_modules: Ray uploads it once and every process of the job, on every node, can
+  # import it (no shared filesystem needed; an installed module named by GATE_MODULE must be on every node).
   # Never the auth token: Ray's processes find it through RAY_AUTH_TOKEN_PATH, which they inherit.
-  printf '{"env_vars": {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "WARN"%s}}' \
-    "${EXTRA_ENV_JSON:+, $EXTRA_ENV_JSON}"
+  local file modules=""
+  file="$(gate_module_file)"
+  if [ -n "$file" ]; then
+    file="${file//\\/\\\\}"; file="${file//\"/\\\"}"  # as a JSON string
+    modules=", \"py_modules\": [\"$file\"]"
+  fi
+  printf '{"env_vars": {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "WARN"%s}%s}' \
+    "${EXTRA_ENV_JSON:+, $EXTRA_ENV_JSON}" "$modules"
 }
 
 runtime_env_file() {
