@@ -67,6 +67,12 @@ def check(overrides: list[str]) -> list[str]:
     from verl.utils.config import omega_conf_to_dataclass
 
     cfg = compose(overrides)
+    external = cfg.actor_rollout_ref.model.get("external_lib")
+    if external:  # verl's own import error would not say which key made it import the module
+        from .preflight import external_lib_error
+
+        external_lib_error(external, "put its folder on PYTHONPATH (the recipes: GATE_MODULE=<its .py file>), "
+                                     "or correct the override")
     warnings = validate(cfg)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     settings = loss_settings(actor)
@@ -83,7 +89,6 @@ def check(overrides: list[str]) -> list[str]:
             path = os.path.expanduser(str(f))
             notes.append(f"data.{key}: {path} " + ("(found)" if os.path.isfile(path) else
                                                      "(not on this machine: prepare it with python -m sspo_verl.data.prepare)"))
-    external = cfg.actor_rollout_ref.model.get("external_lib")
     if not external and actor.policy_loss.loss_mode.startswith("sspo"):  # a gate module of one's own imports sspo_verl
         notes.append("note: actor_rollout_ref.model.external_lib is not set (the entry point must then load the plugin)")
     return notes
@@ -97,22 +102,21 @@ def config_errors() -> tuple:
     return HydraException, OmegaConfBaseException, ValueError, TypeError, AssertionError, ImportError
 
 
-FULL_KEY = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+")
+FULL_KEY = re.compile(r"[A-Za-z_]\w+(?:\.[A-Za-z_]\w+)+")  # a Hydra key: actor_rollout_ref.model.path (not "e.g.")
 
 
 def knob_note(message: str) -> str:
-    """' (<key> comes from the recipe's environment variable VAR='...': set VAR instead)' for the first key in
-    `message` that a recipe set from one of its knobs (recipes/lib/run.sh), unless the message names one already
-    (the plugin's own messages do)."""
+    """' (<key> comes from the recipe's environment variable VAR='...': set VAR instead)' when the first key that
+    `message` names (what it is about) was set by a recipe from one of its knobs (recipes/lib/run.sh), unless the
+    message names that variable already (the plugin's own messages do)."""
     from ..loss.plugin import recipe_knob
 
-    knobs = {key: recipe_knob(key) for key in FULL_KEY.findall(message)}
-    knobs = {key: variable for key, variable in knobs.items() if variable}
-    if not knobs or any(variable in message for variable in knobs.values()):
+    keys = FULL_KEY.findall(message)
+    variable = recipe_knob(keys[0]) if keys else None
+    if not variable or variable in message:
         return ""
-    key, variable = next(iter(knobs.items()))
-    return (f" ({key} comes from the recipe's environment variable {variable}={os.environ.get(variable, '')!r}: "
-            f"set {variable} instead)")
+    return (f" ({keys[0]} comes from the recipe's environment variable {variable}="
+            f"{os.environ.get(variable, '')!r}: set {variable} instead)")
 
 
 def describe(exc: BaseException) -> str:

@@ -121,21 +121,29 @@ def settings_from_config(cfg) -> Settings:
 
 def settings_from_overrides(overrides: list[str]) -> Settings:
     """Compose verl's config from the overrides (as the dry run and main_ppo do) and check it once, here."""
-    from .dry_run import compose, config_error, config_errors, knob_note
+    from .dry_run import compose, config_error, config_errors
 
     try:
         settings = settings_from_config(compose(overrides))
     except config_errors() as exc:  # Hydra's errors name the bad override
         raise config_error(exc, "the overrides do not compose into verl's config", PreflightUsageError) from None
     if settings.external_lib:  # a user's gates register there: import it before checking the gate, as verl will
-        failure = import_failure(settings.external_lib)
-        if failure:
-            what = f"actor_rollout_ref.model.external_lib={settings.external_lib} does not import here ({failure})"
-            raise PreflightUsageError(f"{what} — fix: install it, or correct the override{knob_note(what)}")
+        external_lib_error(settings.external_lib, "install it, or correct the override")
     problem = config_problem(settings)
     if problem:
         raise PreflightUsageError(f"{problem[0]} — fix: {problem[1]}")
     return settings
+
+
+def external_lib_error(external_lib, fix: str) -> None:
+    """Raise PreflightUsageError, naming the key (and the recipe's knob behind it), when verl's import of
+    `external_lib` fails in this interpreter; the dry run asks the same."""
+    from .dry_run import knob_note
+
+    failure = import_failure(external_lib)
+    if failure:
+        what = f"actor_rollout_ref.model.external_lib={external_lib} does not import here ({failure})"
+        raise PreflightUsageError(f"{what} — fix: {fix}{knob_note(what)}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,8 +258,8 @@ def node_line(ip: str, report: dict, s: Settings) -> str:
         what, fix = report["problem"]
         return f"{head}: {what} — fix: {fix}"
     lib = f" (external_lib={s.external_lib})" if s.external_lib and s.external_lib != "sspo_verl" else ""
-    return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered{lib}, "
-            f"tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
+    return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered"
+            f"{lib}, tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
 
 
 def summary(reports: dict[str, dict], s: Settings) -> tuple[list[str], list[str]]:

@@ -181,3 +181,19 @@ def test_a_config_the_dry_run_refuses_is_one_line_naming_what_the_user_typed(arg
     out = _dry("recipes/gsm8k_qwen2.5_0.5b.sh", *args, **env)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert out.stderr == f"python -m sspo_verl.tools.dry_run: error: main_ppo would refuse this config: {message}\n"
+
+
+@pytest.mark.slow
+def test_an_external_lib_that_does_not_import_is_one_line_naming_the_key_and_the_knob_behind_it():
+    """verl's own ImportError would say only "No module named ...", not which key made it import the module."""
+    overrides = ["actor_rollout_ref.actor.policy_loss.loss_mode=sspo", "actor_rollout_ref.model.external_lib=gone_dr"]
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.dry_run", "--", *overrides], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SSPO_RECIPE_KNOBS": "actor_rollout_ref.model.external_lib=GATE_MODULE",
+                              "GATE_MODULE": "gone_dr"})
+    assert out.returncode == 2 and out.stderr == (
+        "python -m sspo_verl.tools.dry_run: error: main_ppo would refuse this config: actor_rollout_ref.model."
+        "external_lib=gone_dr does not import here (ModuleNotFoundError: No module named 'gone_dr') — fix: put its "
+        "folder on PYTHONPATH (the recipes: GATE_MODULE=<its .py file>), or correct the override "
+        "(actor_rollout_ref.model.external_lib comes from the recipe's environment variable GATE_MODULE='gone_dr': "
+        "set GATE_MODULE instead)\n"), out.stderr
