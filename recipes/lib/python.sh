@@ -12,7 +12,8 @@ finds_verl() {  # finds_verl <python>
 
 choose_python() {
   local me="${0##*/}" venv="$SSPO_REPO_DIR/.venv/bin/python"
-  local fix="run \`make setup\` in $SSPO_REPO_DIR (it builds .venv), or set PYTHON=/path/to/python (one with verl and sspo-verl)"
+  local fix="run \`make setup\` in $SSPO_REPO_DIR (it builds .venv), or set PYTHON=/path/to/python"
+  fix+=" (one with verl and sspo-verl)"
   if [ -n "${PYTHON:-}" ]; then
     if ! command -v "$PYTHON" >/dev/null 2>&1; then
       echo "$me: error: PYTHON=$PYTHON: no such command; $fix" >&2

@@ -61,7 +61,8 @@ recipe_usage() {
   if [ $# -gt 0 ] && [[ "$1" != -* ]]; then return 0; fi
   local methods line
   methods="$("$PYTHON" -m sspo_verl.tools.method_lines --list)" || exit 2
-  line="usage: bash $0 <method> [hydra overrides...]; methods: $methods, sspo_<gate> for a gate of GATE_MODULE; knobs: see the head of $0"
+  line="usage: bash $0 <method> [hydra overrides...]; methods: $methods, sspo_<gate> for a gate of GATE_MODULE;"
+  line+=" knobs: see the head of $0"
   if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then echo "$line"; exit 0; fi
   echo "$line" >&2
   exit 2

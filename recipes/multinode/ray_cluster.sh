@@ -4,8 +4,8 @@
 #   on every other node:   bash recipes/multinode/ray_cluster.sh worker <head_ip> [<this_node_ip>]
 #   from the head node:    bash recipes/multinode/ray_cluster.sh submit <head_ip> <recipe.sh> <method> [overrides...]
 # e.g. bash recipes/multinode/ray_cluster.sh submit 10.0.0.1 recipes/deepmath_qwen2.5_7b.sh sspo trainer.nnodes=2
-# GATE_MODULE=path/to/my_gates.py (a gate of your own, method sspo_<gate>): the file goes into the job's runtime env
-# (py_modules), so every node's processes import it; the preflight checks that on every node.
+# GATE_MODULE=path/to/my_gates.py (a gate of your own, method sspo_<gate>): a copy goes into the job's runtime env
+# (py_modules, as a package of its own), so every node's processes import it; the preflight checks every node.
 # submit waits for NNODES (2) nodes, runs the preflight (python -m sspo_verl.tools.preflight: every node's interpreter
 # can run the method; PREFLIGHT=0 skips it), then submits the job with the runtime env of cluster.sh.
 # PAYLOAD replaces the job's command (default: python3 -m verl.trainer.main_ppo), which receives the recipe's
