@@ -9,17 +9,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."  # the repository root: sspo_verl importa
 source recipes/lib/python.sh
 choose_python || exit 2
 
-# Placeholders for your data, model and batch. verl needs these keys to compose its config; the dry run only
-# reports missing data files. ppo_mini_batch_size < train_batch_size: several optimizer steps per rollout batch,
-# the off-policy regime where SSPO's gates act (on-policy every gate is open).
-COMMON=(
-  algorithm.adv_estimator=grpo
-  data.train_files=/path/to/train.parquet data.val_files=/path/to/test.parquet
-  actor_rollout_ref.model.path=/path/to/model
-  data.train_batch_size=256 actor_rollout_ref.rollout.n=8
-  actor_rollout_ref.actor.ppo_mini_batch_size=64 actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16
-)
+# Placeholders for your data, model and batch (sspo_verl/tools/dry_run.py's PLACEHOLDERS, which its --placeholders
+# flag checks a block of loss lines with). verl needs these keys to compose its config; the dry run only reports
+# missing data files. ppo_mini_batch_size < train_batch_size: several optimizer steps per rollout batch, the
+# off-policy regime where SSPO's gates act (on-policy every gate is open).
+mapfile -t COMMON < <("$PYTHON" -c 'from sspo_verl.tools.dry_run import PLACEHOLDERS; print(*PLACEHOLDERS, sep="\n")')
+((${#COMMON[@]})) || exit 1
 if (($# == 0)); then
   read -r -a methods <<<"$("$PYTHON" -c 'from sspo_verl.loss.methods import METHODS; print(*METHODS)')"
 else

@@ -1,6 +1,7 @@
 """Dry run of a recipe: compose verl's real config with the recipe's overrides and check it without GPUs.
 
     python -m sspo_verl.tools.dry_run [--launcher "python3 -m verl.trainer.main_ppo"] -- <hydra overrides...>
+    python -m sspo_verl.tools.dry_run --placeholders -- <your loss lines...>   # the docs' `main_ppo ...` blocks
 
 It composes `ppo_trainer.yaml` from the installed verl with the overrides and runs verl's `validate_config` on
 it, exactly as `main_ppo` does before it starts anything. With the plugin loaded (as in every verl process),
@@ -26,6 +27,19 @@ from ..loss.methods import METHODS
 from .method_lines import one_line
 
 PROG = "python -m sspo_verl.tools.dry_run"
+
+# What a launch must name besides the loss lines (data, model, batch), as placeholders: `--placeholders` puts them
+# first, so a block of loss lines can be checked alone (the docs' `python3 -m verl.trainer.main_ppo ... <lines>`);
+# examples/hydra_lines.sh prints them in every block. The mini-batch is a quarter of the rollout batch: 4 optimizer
+# steps per rollout batch, the off-policy regime where SSPO's gates act (on-policy every gate is open).
+PLACEHOLDERS = [
+    "algorithm.adv_estimator=grpo",
+    "data.train_files=/path/to/train.parquet", "data.val_files=/path/to/test.parquet",
+    "actor_rollout_ref.model.path=/path/to/model",
+    "data.train_batch_size=256", "actor_rollout_ref.rollout.n=8",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
+]
 
 # the settings each loss mode reads, from the methods table (sspo_<gate> and sapo: the temperatures)
 LOSS_SETTINGS = {s["loss_mode"]: [k for k in s if k not in ("loss_mode", "loss_agg_mode")] for s in METHODS.values()}
@@ -137,6 +151,8 @@ def config_error(exc: BaseException, what: str, error: type = SSPOError) -> SSPO
 
 
 def run(args) -> int:
+    if args.placeholders:
+        args.overrides = PLACEHOLDERS + args.overrides  # later keys win: the user's lines over the placeholders
     try:
         notes = check(args.overrides)
     except config_errors() as exc:  # the config is wrong: one line, before a cluster is spent
@@ -152,6 +168,9 @@ def main(argv=None) -> int:
     parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--launcher", default="python3 -m verl.trainer.main_ppo",
                         help="the command the printed launch starts with")
+    parser.add_argument("--placeholders", action="store_true",
+                        help="put placeholders for the data, model and batch keys first (PLACEHOLDERS), to check a "
+                             "block of loss lines alone")
     parser.add_argument("overrides", nargs="*", help="after --: the recipe's Hydra overrides")
     return cli.run(PROG, run, parser.parse_args(argv))
 

@@ -197,3 +197,20 @@ def test_an_external_lib_that_does_not_import_is_one_line_naming_the_key_and_the
         "folder on PYTHONPATH (the recipes: GATE_MODULE=<its .py file>), or correct the override "
         "(actor_rollout_ref.model.external_lib comes from the recipe's environment variable GATE_MODULE='gone_dr': "
         "set GATE_MODULE instead)\n"), out.stderr
+
+
+def test_placeholders_let_a_block_of_loss_lines_be_checked_alone(capsys):
+    """The docs show `python3 -m verl.trainer.main_ppo ... <loss lines>`; with --placeholders the dry run checks just
+    those lines (the docs runner does so); without them verl itself refuses for the keys a launch must name."""
+    from sspo_verl.tools import dry_run
+
+    lines = ["actor_rollout_ref.actor.policy_loss.loss_mode=sspo_sapo", "actor_rollout_ref.actor.tau_pos=1.0",
+             "actor_rollout_ref.actor.tau_neg=1.05", "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean"]
+    assert dry_run.main(["--placeholders", "--", *lines]) == 0
+    out = capsys.readouterr().out
+    assert "loss_mode=sspo_sapo registered; loss_agg_mode=seq-mean-token-mean; tau_pos=1.0 tau_neg=1.05" in out
+    assert "4 optimizer steps per rollout batch" in out  # the placeholders' 256 / 64
+    assert dry_run.main(["--placeholders", "--", *lines, "actor_rollout_ref.actor.ppo_mini_batch_size=256"]) == 0
+    assert "1 optimizer step per rollout batch" in capsys.readouterr().out  # the user's lines win
+    assert dry_run.main(["--", *lines]) == 2
+    assert "ppo_micro_batch_size" in capsys.readouterr().err
