@@ -2,11 +2,11 @@
 # verl's main_ppo on a CPU, end to end: the recipes' real path (Ray, the agent loop, the reward loop, FSDP2, the
 # trainer), with a tiny Qwen2 cold-started on arithmetic, to rehearse a recipe on a laptop or test it in CI.
 #   bash recipes/cpu_tiny.sh <method> [hydra overrides...]          e.g. bash recipes/cpu_tiny.sh sspo
-#   methods: grpo grpo_dapo gspo gmpo sapo sspo sspo_arctan sspo_sigmoid sspo_erf sspo_softsign
+#   methods: those of the methods table (sspo_verl/loss/methods.py); the recipe with no argument lists them
 #   knobs (env): DATA_DIR (~/data/sspo_cpu_tiny: data and cold start, made on first use, about a minute),
 #                COLD_START_SEED (0), RUN_DIR (the run's folder: logs, main_ppo's resolved config in .hydra/,
-#                checkpoints/; default runs/cpu_tiny/<method>), STEPS (30), STEPS_PER_BATCH (4), TAU_POS / TAU_NEG,
-#                TAU_FROM_CLIP, DRY_RUN=1
+#                checkpoints/; default runs/cpu_tiny/<method>), STEPS (30), TRAIN_BATCH (16 prompts),
+#                STEPS_PER_BATCH (4), NGPUS (1 rank), TAU_POS / TAU_NEG, TAU_FROM_CLIP, DRY_RUN=1
 #   resume after a crash: trainer.save_freq=N saves a checkpoint every N steps under RUN_DIR/checkpoints; the same
 #                command again continues from the last one (verl's trainer.resume_mode=auto)
 #
@@ -34,7 +34,7 @@
 #          of verl's console logger, whose line carries every metric. A launch starts a new metrics.jsonl (verl's
 #          file logger truncates it): an earlier launch's, e.g. before a resume, is kept as metrics.1.jsonl, ...
 #   custom_sampler=fast_poll         verl's replay buffer polls for finished rollouts every 2 s; the tiny model's
-#                                    take 0.2 s (sspo_verl/verl_on_cpu/fast_poll.py: the same buffer, polling every 0.05 s)
+#                                    take 1.4-1.8 s (sspo_verl/verl_on_cpu/fast_poll.py: the same buffer, polling every 0.2 s)
 #   TQ_NUM_THREADS                   the transfer queue's torch threads (8 unless set): capped at the physical cores,
 #                                    which it otherwise does itself with a warning on every call
 # Like the multi-node recipes, Ray runs with token auth (the token file ~/.ray/auth_token, made 0600 when missing).

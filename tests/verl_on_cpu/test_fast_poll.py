@@ -45,8 +45,8 @@ def test_verl_builds_it_from_the_recipes_overrides_and_it_polls_quickly():
 
     buffer = build()
     assert type(buffer) is FastPollReplayBuffer and isinstance(buffer, ReplayBuffer)
-    assert buffer.poll_interval == POLL_INTERVAL_S < 0.1  # verl's own waits 2.0 s
-    assert build("+trainer.v1.sampler.sampler_kwargs.poll_interval=0.2").poll_interval == 0.2
+    assert buffer.poll_interval == POLL_INTERVAL_S <= 0.25  # verl's own waits 2.0 s
+    assert build("+trainer.v1.sampler.sampler_kwargs.poll_interval=0.5").poll_interval == 0.5
     # verl's wait between two polls is this interval (the 2 s of every CPU step before)
     t0 = time.perf_counter()
     buffer._wait_for_next_poll("train", time.time())
