@@ -72,6 +72,7 @@ class Follower:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process `pid` still runs (an exited one that its parent has not reaped yet does not)."""
     if pid is None:
         return True
     try:
@@ -80,7 +81,11 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill said it exists
+    return state != "Z"
 
 
 class _Stop(Exception):
