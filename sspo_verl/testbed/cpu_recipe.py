@@ -1,6 +1,6 @@
 """What `recipes/cpu_tiny.sh` needs before it can launch verl's main_ppo on a CPU: data and a cold-start policy.
 
-    python -m sspo_verl.testbed.cpu_recipe --out ~/data/sspo_cpu_tiny        # idempotent: skips what exists
+    python -m sspo_verl.testbed.cpu_recipe --out ~/data/sspo_cpu_tiny [--seed 0]   # skips what exists already
 
 writes
 
@@ -14,7 +14,11 @@ writes
                           taught their format, so they score about 0: they are there to exercise the scorers.
     <out>/model/          a tiny Qwen2 (HF folder with its tokenizer) with the testbed's cold start: demonstrations
                           of mixed quality (70% end one off the right total), so RL starts from a policy that is
-                          right some of the time and samples the right answer in one of 8 tries far more often
+                          right some of the time and samples the right answer in one of 8 tries far more often.
+                          Built once (about a minute on one core, with a progress line), checked by the quality
+                          gate (testbed/quality.py) before it takes model/'s place; model/cold_start.json holds its
+                          settings and measured quality. A model/ built from other settings is rebuilt; a killed
+                          build leaves a model.tmp-<pid> folder that the next run removes.
 
 Rows use verl's RL format (`sspo_verl.data.prepare.to_verl_row`), rewards come from `sspo_verl.rewards`.
 The tokenizer has one token per byte (`build_tokenizer`), so any prompt tokenizes without unknown tokens.
@@ -39,8 +43,9 @@ from .arithmetic import ArithmeticTask, Problem
 from .quality import check_learnable
 
 ARITHMETIC_SOURCE = SOURCES[0]
-# The testbed's default task and cold start (python -m sspo_verl.testbed; a test checks they stay equal). Written
-# out, not read from the testbed's modules, which import torch: this module runs before every cpu_tiny launch.
+# The testbed's default task and cold start (python -m sspo_verl.testbed; a test checks they stay equal, but for the
+# SFT length below). Written out, not read from the testbed's modules, which import torch: this module runs before
+# every cpu_tiny launch.
 TASK = ArithmeticTask(n_operands=3, max_operand=9)  # three numbers 0..9 with + and -, answered with the running totals
 TRAIN_PROBLEMS = 2048
 VAL_PER_SOURCE = {"arithmetic": 64, "gsm8k": 8, "math500": 8}
@@ -146,14 +151,13 @@ def quality(model, tokenizer, seed: int, heldout: int = GATE_HELDOUT, group_size
 def make_cold_start(path: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """A tiny Qwen2 (the testbed's small size) fine-tuned on arithmetic demonstrations (COLD_START), with its
     quality measured (`quality`); saved with its tokenizer and cold_start.json. Single-threaded: the model's many
-    small kernels gain little from a second thread and thrash on a loaded machine (753 s with torch's default
-    threads on 2 busy cores, against about 25 s for 300 steps on one)."""
+    small kernels gain little from a second thread and thrash on a loaded machine (the 300-step build took 753 s
+    with torch's default threads on 2 busy cores; this one 32 s on one thread, docs/CPU.md)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from . import policy as pol
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards": the build prints its own progress
     threads = torch.get_num_threads()
@@ -272,6 +276,8 @@ def prepare(out: Path, seed: int = 0, log: Callable[[str], None] = print) -> dic
             if info is not None:
                 log(f"cpu_tiny: {paths['model']} was built from other settings ({info.get('settings', 'unrecorded')}"
                     f"); rebuilding it")
+            elif paths["model"].exists():
+                log(f"cpu_tiny: {paths['model']} has no cold_start.json (not built here, or not finished); rebuilding it")
             info = _build_model(out, paths["model"], seed, log)
         else:
             check_quality(info, paths["model"], seed)  # the gate may have moved since it was built
