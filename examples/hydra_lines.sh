@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The launch block of each method, ready to paste, each checked against verl's real trainer config first.
-#   bash examples/hydra_lines.sh [method...]      (default: every method; PYTHON=python3 unless set)
+#   bash examples/hydra_lines.sh [method...]      (default: every method)
 # The loss lines come from `python -m sspo_verl.tools.method_lines <method>`, the table the recipes read; the
-# temperature knobs TAU_POS / TAU_NEG / TAU_FROM_CLIP in the environment apply to sapo and sspo*.
+# temperature knobs TAU_POS / TAU_NEG / TAU_FROM_CLIP in the environment apply to sapo and sspo*. The Python is the
+# recipes' (recipes/lib/python.sh: PYTHON, else python3 when it has verl, else this repository's .venv).
 set -euo pipefail
-PYTHON="${PYTHON:-python3}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."  # the repository root: sspo_verl importable without an install too
+source recipes/lib/python.sh
+choose_python || exit 2
 
 # Placeholders for your data, model and batch. verl needs these keys to compose its config; the dry run only
 # reports missing data files. ppo_mini_batch_size < train_batch_size: several optimizer steps per rollout batch,

@@ -3,10 +3,14 @@
 # (sizes after verl's DAPO example, scaled to NNODES nodes). Validation: MATH500 (add AIME sets via data.val_files).
 #   bash recipes/deepmath_qwen2.5_7b.sh <method> [hydra overrides...]        (on a running Ray cluster: see
 #   recipes/multinode/ray_cluster.sh, which calls this recipe with its launcher)
-#   knobs (env): DATA_DIR (~/data), MODEL, NNODES (2), STEPS_PER_BATCH (4), TAU_POS / TAU_NEG, DRY_RUN=1
+#   methods: the table in sspo_verl/loss/methods.py (`python -m sspo_verl.tools.method_lines --list`), and
+#            sspo_<gate> for each gate of GATE_MODULE (recipes/lib/methods.sh)
+#   knobs (env): DATA_DIR (~/data), MODEL, NNODES (2), NGPUS (8), TRAIN_BATCH (256), STEPS_PER_BATCH (4),
+#                TAU_POS / TAU_NEG or TAU_FROM_CLIP, GATE_MODULE, DRY_RUN=1, PREFLIGHT=0, PYTHON (recipes/lib/run.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/run.sh"
-METHOD="${1:?usage: $0 <method> [hydra overrides...]}"; shift
+recipe_usage "$@"
+METHOD="$1"; shift
 DATA_DIR="${DATA_DIR:-$HOME/data}"
 MODEL="${MODEL:-Qwen/Qwen2.5-7B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-256}"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Qwen2.5-0.5B-Instruct on GSM8K, one 8-GPU node, vLLM rollouts, FSDP2 (after verl's GSM8K GRPO example).
 #   bash recipes/gsm8k_qwen2.5_0.5b.sh <method> [hydra overrides...]
-#   methods: grpo grpo_dapo gspo gmpo sapo sspo sspo_arctan sspo_sigmoid sspo_erf sspo_softsign
-#   knobs (env): DATA_DIR (~/data/gsm8k), MODEL, STEPS_PER_BATCH (4: optimizer steps per rollout batch),
-#                TAU_POS / TAU_NEG (soft gates), NGPUS (8), DRY_RUN=1
+#   methods: the table in sspo_verl/loss/methods.py (`python -m sspo_verl.tools.method_lines --list`), and
+#            sspo_<gate> for each gate of GATE_MODULE (recipes/lib/methods.sh)
+#   knobs (env): DATA_DIR (~/data/gsm8k), MODEL, TRAIN_BATCH (512), STEPS_PER_BATCH (4: optimizer steps per rollout
+#                batch), TAU_POS / TAU_NEG or TAU_FROM_CLIP (soft gates), GATE_MODULE (a gate of your own), NGPUS (8),
+#                DRY_RUN=1, PREFLIGHT=0, PYTHON (recipes/lib/run.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/run.sh"
-METHOD="${1:?usage: $0 <method> [hydra overrides...]}"; shift
+recipe_usage "$@"
+METHOD="$1"; shift
 DATA_DIR="${DATA_DIR:-$HOME/data/gsm8k}"
 MODEL="${MODEL:-Qwen/Qwen2.5-0.5B-Instruct}"
 TRAIN_BATCH="${TRAIN_BATCH:-512}"

@@ -7,7 +7,7 @@
 #   ray_wait_nodes <head_ip:port> <n> [timeout_s]  block until n nodes are alive (sets RAY_NODES_ALIVE)
 #   ray_job_watched <head_ip> <command...>  run a command that ends in `ray job submit`, watching the cluster
 #   route_ip <head_ip>                     the address this node reaches the head from (what it should advertise)
-#   runtime_env_json                       the job's runtime env: what every worker needs
+#   runtime_env_json [<gate package>]      the job's runtime env: what every worker needs (a GATE_MODULE file too)
 #   runtime_env_file                       where job_launcher writes it (RUNTIME_ENV_FILE)
 #   job_launcher <head_ip>                 `ray job submit ... --` prefix for a payload command (writes the env file)
 # The plugin must be installed (pip install sspo-verl) in the Python that Ray's workers use, on every node:
@@ -17,6 +17,7 @@
 # preflight and the job's driver read the token from one file, RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token),
 # which must be the same file (or a copy) on every node. Only its path travels in environments; the token is
 # never in an argument, the runtime env or a log line, and is shown as a fingerprint (a sha256 prefix).
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/methods.sh"  # gate_module_file, export_gate_module_path
 RAY_PORT="${RAY_PORT:-6379}"
 RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
 RAY_TEMP_DIR="${RAY_TEMP_DIR:-/tmp/ray}"
@@ -237,10 +238,30 @@ route_ip() {
 }
 
 runtime_env_json() {
-  # env vars every worker process needs; add "pip": ["sspo-verl"] here if your cluster installs per job.
+  # [<gate package>]: env vars every worker process needs, and the gate package (job_launcher makes it) in
+  # py_modules: Ray uploads it once and every process of the job, on every node, can import it (no shared
+  # filesystem needed; an installed module named by GATE_MODULE must be on every node instead).
+  # Add "pip": ["sspo-verl"] here if your cluster installs per job.
   # Never the auth token: Ray's processes find it through RAY_AUTH_TOKEN_PATH, which they inherit.
-  printf '{"env_vars": {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "WARN"%s}}' \
-    "${EXTRA_ENV_JSON:+, $EXTRA_ENV_JSON}"
+  local package="${1:-}" modules=""
+  if [ -n "$package" ]; then
+    package="${package//\\/\\\\}"; package="${package//\"/\\\"}"  # as a JSON string
+    modules=", \"py_modules\": [\"$package\"]"
+  fi
+  printf '{"env_vars": {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "VLLM_LOGGING_LEVEL": "WARN"%s}%s}' \
+    "${EXTRA_ENV_JSON:+, $EXTRA_ENV_JSON}" "$modules"
+}
+
+gate_package() {
+  # <folder>: a GATE_MODULE file as the package <folder>/<name>/__init__.py, for py_modules (`ray job submit`
+  # ships folders only, Ray 2.60); `import <name>` then finds it on every node. Prints its path (nothing without
+  # a GATE_MODULE file).
+  local file package
+  file="$(gate_module_file)"
+  [ -n "$file" ] || return 0
+  package="$1/$(basename "$file" .py)"
+  rm -rf "$package" && mkdir -p "$package" && cp "$file" "$package/__init__.py" || return 1
+  echo "$package"
 }
 
 runtime_env_file() {
@@ -248,9 +269,11 @@ runtime_env_file() {
 }
 
 job_launcher() {
-  # writes the runtime env to a file (JSON is YAML) so the printed command can be pasted as it is
-  local head_ip="$1" env_file
+  # writes the runtime env to a file (JSON is YAML) so the printed command can be pasted as it is; a GATE_MODULE
+  # file is copied beside it as a package, which the runtime env ships
+  local head_ip="$1" env_file package
   env_file="$(runtime_env_file)"
-  runtime_env_json > "$env_file"
+  package="$(gate_package "${env_file%.json}.modules")" || return 1
+  runtime_env_json "$package" > "$env_file"
   echo "ray job submit --address=http://$head_ip:$RAY_DASHBOARD_PORT --runtime-env=$env_file --"
 }

@@ -25,7 +25,10 @@ import time
 import torch
 
 SHAPES = [(16, 1024), (64, 4096), (256, 8192), (8, 32768), (64, 16384)]
-MODES = ["vanilla", "gspo", "geo_mean", "sapo", "sspo", "sspo[reference]", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
+MODES = ["vanilla", "gspo", "geo_mean", "sapo", "sspo", "sspo[reference]", "sspo_sigmoid", "sspo_erf", "sspo_softsign",
+         "sspo_sapo", "sspo_sapo[reference]"]
+# printed at the end, for the largest CPU shape in fp32: (numerator, denominator)
+RATIOS = [("sspo", "sapo"), ("sspo_sapo", "sapo"), ("sspo_sapo", "sspo_sapo[reference]")]
 _MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 
 
@@ -166,11 +169,15 @@ def main(argv=None) -> int:
                 for mode, (t, m) in res.items():
                     print(f"| {shape[0]} x {shape[1]} | {str(dtype).split('.')[-1]} | {mode} | {t * 1e3:.2f} | "
                           f"{t / t0:.2f} | {m / 2**20:.1f} | {m / max(m0, 1):.2f} |", flush=True)
-                if device == "cpu" and dtype == torch.float32 and "sspo" in res and "sapo" in res:
+                if device == "cpu" and dtype == torch.float32:
                     if largest_cpu is None or shape[0] * shape[1] >= largest_cpu[0]:
-                        largest_cpu = (shape[0] * shape[1], res["sspo"][0] / res["sapo"][0])
+                        largest_cpu = (shape[0] * shape[1], res)
     if largest_cpu is not None:
-        print(f"\nsspo/sapo time ratio: {largest_cpu[1]:.2f}")
+        res = largest_cpu[1]
+        print()
+        for num, den in RATIOS:
+            if num in res and den in res:
+                print(f"{num}/{den} time ratio: {res[num][0] / res[den][0]:.2f}")
     return 0
 
 

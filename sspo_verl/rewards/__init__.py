@@ -4,7 +4,10 @@
 
 `SCORERS` maps each row's `data_source` to its scorer: GSM8K rows get the GSM8K scorer (gsm8k.py), DeepMath,
 MATH500 and AIME rows get math-verify (math_answers.py), the testbed's arithmetic rows (the CPU recipe) the
-testbed's verifier (arithmetic.py). A data source with no scorer is an error, not a guess.
+testbed's verifier (arithmetic.py). A data source not in SCORERS goes to verl's own `default_compute_score`
+(verl_default.py), so rows written by verl's preprocessing scripts (`DigitalLearningGmbH/MATH-lighteval`,
+`math_dapo`, ...) score as they would without this reward function. A data source neither knows is an error
+(UnknownDataSource), not a guess.
 
 One result for every source (schema.py), so mixed validation sets work:
 
@@ -27,7 +30,8 @@ When a reward cannot be computed (errors.py):
   the process failed this way: rare oddities do not kill a run, a systematic failure stops it within a few
   dozen answers;
 - a broken scorer (ImportError, a verifier that cannot start or fails its self-test) stops the run at once
-  (RewardSetupError), as do a data_source with no scorer and a knob set to a bad value (settings.py).
+  (RewardSetupError), as do a data_source that no scorer knows (UnknownDataSource) and a knob set to a bad
+  value (settings.py). The same policy holds for the data sources delegated to verl's scorer.
 verl 0.9.1 logs the result keys as validation metrics (val-aux/<data_source>/scorer_error/mean@N, .../timeout/...);
 during training they go to the rollout dumps (trainer.rollout_data_dir) only.
 """
@@ -37,11 +41,12 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
-from . import arithmetic, gsm8k, math_answers, settings
-from .errors import ErrorBudget, RewardErrorRateExceeded, RewardSetupError
+from . import arithmetic, gsm8k, math_answers, settings, verl_default
+from .errors import ErrorBudget, RewardErrorRateExceeded, RewardSetupError, UnknownDataSource
 from .schema import RESULT_KEYS, Verdict, error_result
 
-__all__ = ["compute_score", "SCORERS", "RESULT_KEYS", "Verdict", "RewardSetupError", "RewardErrorRateExceeded"]
+__all__ = ["compute_score", "SCORERS", "RESULT_KEYS", "Verdict", "RewardSetupError", "RewardErrorRateExceeded",
+           "UnknownDataSource"]
 
 Scorer = Callable[[str, Any], Verdict]
 SCORERS: dict[str, Scorer] = {
@@ -54,18 +59,25 @@ ERRORS = ErrorBudget()  # this process's count of unexpected errors (reward work
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
-    """verl's custom reward function: the result dict (schema.py) for one response."""
+    """verl's custom reward function: the result dict (schema.py) for one response.
+
+    kwargs (verl's reward.custom_reward_function.reward_kwargs) reach verl's scorer for the sources it scores."""
     scorer = SCORERS.get(data_source)
-    if scorer is None:
-        raise ValueError(f"sspo_verl.rewards has no scorer for data_source={data_source!r}; known: {sorted(SCORERS)}. "
-                         f"python -m sspo_verl.data.prepare writes these; for another dataset, add its scorer to "
-                         f"sspo_verl.rewards.SCORERS.")
     if solution_str is None:
         solution_str = ""  # no response: scores 0 like any malformed one
     elif not isinstance(solution_str, str):
         raise TypeError(f"solution_str must be the decoded response (a str), got {type(solution_str).__name__}")
     try:
-        verdict = scorer(solution_str, ground_truth)
+        if scorer is not None:
+            verdict = scorer(solution_str, ground_truth)
+        else:
+            verdict = verl_default.score(data_source, solution_str, ground_truth, extra_info, **kwargs)
+    except verl_default.NotKnownToVerl:
+        raise UnknownDataSource(
+            f"sspo_verl.rewards has no scorer for data_source={data_source!r}; known: {sorted(SCORERS)}; nor has "
+            f"verl's default_compute_score (verl.utils.reward_score). python -m sspo_verl.data.prepare and verl's "
+            f"data_preprocess scripts write known ones; for another dataset, add its scorer to "
+            f"sspo_verl.rewards.SCORERS.") from None
     except (RewardSetupError, settings.SettingError, ImportError):
         raise  # the scorer cannot work at all (or is set up wrong): every answer would score 0
     except Exception as exc:  # counted, logged once, reported (scorer_error), fatal past the rate (errors.py)

@@ -17,11 +17,17 @@ import logging
 import math
 import threading
 
+from ..errors import SSPOError
 from .settings import MAX_ERROR_FRACTION_ENV, max_error_fraction
 
 logger = logging.getLogger("sspo_verl.rewards")
 
 ERROR_WINDOW = 200  # answers (per process) the error rate is measured over
+
+
+class UnknownDataSource(SSPOError):
+    """A row's data_source that neither sspo_verl.rewards nor verl's default_compute_score scores: every answer
+    of it would be unscorable, so the run stops at the first one."""
 
 
 class RewardSetupError(RuntimeError):

@@ -8,17 +8,24 @@ that covers verl's checks, the SSPO checks (temperatures, gate) and the launch c
 the batch split, the loss mode's registration): the dry run refuses what the launch refuses, and no more.
 It then reports the warnings, the settings that apply to the loss mode, the optimizer steps per rollout batch
 and whether the data files exist (or names them, for a cluster path not mounted here), prints the final
-command and exits 0. Exit 1 with the reason on any failure.
+command and exits 0. A config that fails those checks is the user's error: one line naming the bad key (and the
+recipe's environment variable behind it, when a recipe set it from one) and the fix, exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import re
 import shlex
 import sys
+import warnings as python_warnings
 
+from .. import cli
+from ..errors import SSPOError
 from ..loss.methods import METHODS
+from .method_lines import one_line
+
+PROG = "python -m sspo_verl.tools.dry_run"
 
 # the settings each loss mode reads, from the methods table (sspo_<gate> and sapo: the temperatures)
 LOSS_SETTINGS = {s["loss_mode"]: [k for k in s if k not in ("loss_mode", "loss_agg_mode")] for s in METHODS.values()}
@@ -41,9 +48,11 @@ def validate(cfg) -> list[str]:
 
     from ..loss import plugin  # registers the loss modes and the config hooks (the entry point does it too)
 
-    with plugin.collect_warnings() as warnings:
+    # verl's own warnings too (warnings.warn, e.g. the disabled critic): with the plugin's, among the notes
+    with plugin.collect_warnings() as warnings, python_warnings.catch_warnings(record=True) as verl_warnings:
+        python_warnings.simplefilter("always")
         validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    return list(dict.fromkeys(warnings))
+    return list(dict.fromkeys(warnings + [one_line(w.message) for w in verl_warnings]))
 
 
 def loss_settings(actor) -> str:
@@ -58,6 +67,12 @@ def check(overrides: list[str]) -> list[str]:
     from verl.utils.config import omega_conf_to_dataclass
 
     cfg = compose(overrides)
+    external = cfg.actor_rollout_ref.model.get("external_lib")
+    if external:  # verl's own import error would not say which key made it import the module
+        from .preflight import external_lib_error
+
+        external_lib_error(external, "put its folder on PYTHONPATH (the recipes: GATE_MODULE=<its .py file>), "
+                                     "or correct the override")
     warnings = validate(cfg)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     settings = loss_settings(actor)
@@ -74,28 +89,71 @@ def check(overrides: list[str]) -> list[str]:
             path = os.path.expanduser(str(f))
             notes.append(f"data.{key}: {path} " + ("(found)" if os.path.isfile(path) else
                                                      "(not on this machine: prepare it with python -m sspo_verl.data.prepare)"))
-    external = cfg.actor_rollout_ref.model.get("external_lib")
-    if external != "sspo_verl" and actor.policy_loss.loss_mode.startswith("sspo"):
-        notes.append("note: actor_rollout_ref.model.external_lib=sspo_verl is not set (the entry point must then load the plugin)")
+    if not external and actor.policy_loss.loss_mode.startswith("sspo"):  # a gate module of one's own imports sspo_verl
+        notes.append("note: actor_rollout_ref.model.external_lib is not set (the entry point must then load the plugin)")
     return notes
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--launcher", default="python3 -m verl.trainer.main_ppo")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+def config_errors() -> tuple:
+    """What composing and checking a config raises when the config is wrong (a bug raises something else)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return HydraException, OmegaConfBaseException, ValueError, TypeError, AssertionError, ImportError
+
+
+FULL_KEY = re.compile(r"[A-Za-z_]\w+(?:\.[A-Za-z_]\w+)+")  # a Hydra key: actor_rollout_ref.model.path (not "e.g.")
+
+
+def knob_note(message: str) -> str:
+    """' (<key> comes from the recipe's environment variable VAR='...': set VAR instead)' when the first key that
+    `message` names (what it is about) was set by a recipe from one of its knobs (recipes/lib/run.sh), unless the
+    message names that variable already (the plugin's own messages do)."""
+    from ..loss.plugin import recipe_knob
+
+    keys = FULL_KEY.findall(message)
+    variable = recipe_knob(keys[0]) if keys else None
+    if not variable or variable in message:
+        return ""
+    return (f" ({keys[0]} comes from the recipe's environment variable {variable}="
+            f"{os.environ.get(variable, '')!r}: set {variable} instead)")
+
+
+def describe(exc: BaseException) -> str:
+    """An error on one line; with its type where the message needs it (OmegaConf's "Key 'x' is not in struct")."""
+    from hydra.errors import HydraException
+
+    plain = isinstance(exc, (ValueError, HydraException))  # the plugin's, verl's and Hydra's say what they are
+    return one_line(exc) if plain else f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def config_error(exc: BaseException, what: str, error: type = SSPOError) -> SSPOError:
+    """The user's config error `exc` as one line after `what`, with the error it wraps (Hydra's do) and the
+    recipe knob behind a key it names."""
+    text = describe(exc)
+    if exc.__cause__ is not None:
+        text += f" ({describe(exc.__cause__)})"
+    return error(f"{what}: {text}{knob_note(text)}")
+
+
+def run(args) -> int:
     try:
         notes = check(args.overrides)
-    except Exception as exc:  # report, do not bury in a traceback: this runs before a cluster is spent
-        cause = exc.__cause__ or exc
-        print(f"DRY RUN FAILED: {type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1
+    except config_errors() as exc:  # the config is wrong: one line, before a cluster is spent
+        raise config_error(exc, "main_ppo would refuse this config") from None
     for note in notes:
         print(f"[dry run] {note}")
     print("[dry run] command:")
     print(" \\\n    ".join([args.launcher] + [shlex.quote(o) for o in args.overrides]))
     return 0
+
+
+def main(argv=None) -> int:
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--launcher", default="python3 -m verl.trainer.main_ppo",
+                        help="the command the printed launch starts with")
+    parser.add_argument("overrides", nargs="*", help="after --: the recipe's Hydra overrides")
+    return cli.run(PROG, run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

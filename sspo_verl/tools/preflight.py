@@ -22,7 +22,13 @@ worker on that node will need:
   validators).
 
 Exit 0 with one line per node. Exit 1 with one line per bad node, naming its address, what is wrong and the
-fix (e.g. the pip command for that node's interpreter), or with the reason the cluster cannot be reached.
+fix (e.g. the pip command for that node's interpreter), or with the reason the cluster cannot be reached. A bad
+argument or override (a bad --address, a missing --runtime-env file, a key that does not compose, a bad tau, a
+gate module that does not import) is the user's error: one line, exit 2, before any node is asked.
+
+A gate module of one's own (`actor_rollout_ref.model.external_lib`, which the recipes set from GATE_MODULE) is
+imported on every node as verl's workers will: a node where it does not import is named, with the fix. The
+multi-node recipes ship a GATE_MODULE file in the job's runtime env (py_modules), which --runtime-env passes here.
 
 Nothing hangs: a node that dies during the checks is named as soon as Ray reports its task's node dead or lists
 the node dead (polled every POLL_S), one that does not answer is named after --timeout, and whatever else blocks
@@ -33,10 +39,10 @@ from RAY_AUTH_TOKEN_PATH; the preflight never handles it.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import importlib.metadata
+import math
 import os
 import socket
 import subprocess
@@ -47,6 +53,13 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Optional
 
+if __package__:  # as sspo_verl.tools.preflight, on the driver
+    from .. import cli
+    from ..errors import SSPOError
+else:  # loaded by path for the local check (LOCAL_CHECK), which must not import sspo_verl before verl does
+    SSPOError = ValueError
+
+PROG = "python -m sspo_verl.tools.preflight"
 DIST = "sspo-verl"
 ENTRY_POINT_GROUP, ENTRY_POINT_NAME = "verl.plugins", "sspo"
 DEFAULT_TIMEOUT_S = 60.0
@@ -60,7 +73,11 @@ START_HINT = ("start it first: `bash recipes/multinode/ray_cluster.sh head <head
 
 
 class PreflightError(Exception):
-    """A failure that is not a node's: bad overrides, an unreachable cluster, missing nodes."""
+    """A failure that is not a node's: an unreachable cluster, missing nodes ("preflight FAILED: ...", exit 1)."""
+
+
+class PreflightUsageError(PreflightError, SSPOError):
+    """A bad argument or override: the user's error, one line, exit 2, before any node is asked."""
 
 
 @dataclass(frozen=True)
@@ -104,29 +121,45 @@ def settings_from_config(cfg) -> Settings:
 
 def settings_from_overrides(overrides: list[str]) -> Settings:
     """Compose verl's config from the overrides (as the dry run and main_ppo do) and check it once, here."""
-    from .dry_run import compose
+    from .dry_run import compose, config_error, config_errors
 
     try:
         settings = settings_from_config(compose(overrides))
-    except Exception as exc:  # Hydra's errors name the bad override
-        raise PreflightError(f"the overrides do not compose into verl's config: {exc}") from None
+    except config_errors() as exc:  # Hydra's errors name the bad override
+        raise config_error(exc, "the overrides do not compose into verl's config", PreflightUsageError) from None
     if settings.external_lib:  # a user's gates register there: import it before checking the gate, as verl will
-        from verl.utils.import_utils import import_external_libs
-
-        try:
-            import_external_libs(settings.external_lib)
-        except Exception as exc:
-            raise PreflightError(f"actor_rollout_ref.model.external_lib={settings.external_lib} does not import here "
-                                 f"({type(exc).__name__}: {exc}) — fix: install it, or correct the override") from None
+        external_lib_error(settings.external_lib, "install it, or correct the override")
     problem = config_problem(settings)
     if problem:
-        raise PreflightError(f"{problem[0]} — fix: {problem[1]}")
+        raise PreflightUsageError(f"{problem[0]} — fix: {problem[1]}")
     return settings
+
+
+def external_lib_error(external_lib, fix: str) -> None:
+    """Raise PreflightUsageError, naming the key (and the recipe's knob behind it), when verl's import of
+    `external_lib` fails in this interpreter; the dry run asks the same."""
+    from .dry_run import knob_note
+
+    failure = import_failure(external_lib)
+    if failure:
+        what = f"actor_rollout_ref.model.external_lib={external_lib} does not import here ({failure})"
+        raise PreflightUsageError(f"{what} — fix: {fix}{knob_note(what)}")
 
 
 # ---------------------------------------------------------------------------------------------------
 # On every node (a Ray task pickled by value: it must not need sspo_verl to be deserialized)
 # ---------------------------------------------------------------------------------------------------
+
+
+def import_failure(external_lib) -> Optional[str]:
+    """verl's import of `external_lib` (a module name or a list) here: None, or why it fails, on one line."""
+    from verl.utils.import_utils import import_external_libs
+
+    try:
+        import_external_libs(external_lib)
+    except Exception as exc:  # the user's module may raise anything on import: reported, with the fix
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return None
 
 
 def config_problem(s) -> Optional[tuple[str, str]]:
@@ -151,7 +184,6 @@ def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
     try:
         import verl  # noqa: F401  (loads the verl.plugins entry points, as in every verl worker)
         from verl.trainer.ppo.core_algos import get_policy_loss_fn
-        from verl.utils.import_utils import import_external_libs
     except Exception as exc:
         return f"verl does not import ({type(exc).__name__}: {exc})", install_verl
 
@@ -169,12 +201,10 @@ def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
     if not SpecifierSet(s.verl_spec).contains(report["verl"], prereleases=True):
         return f"verl {report['verl']} is outside the range sspo-verl supports (verl{s.verl_spec})", install_verl
     # what a verl worker here will see: the registry after `import verl`, then after verl imports external_lib
+    # (which its model config does, failing the worker when the import fails)
     refused = refusal()
+    lib_failure = import_failure(s.external_lib) if s.external_lib else None
     if refused and s.external_lib:
-        try:
-            import_external_libs(s.external_lib)
-        except Exception:
-            pass  # reported below, by the plugin checks or as an unregistered loss mode
         refused = refusal()
 
     entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=ENTRY_POINT_NAME)
@@ -189,6 +219,11 @@ def node_problem(s, report: dict) -> Optional[tuple[str, str]]:
     except Exception as exc:
         return f"{DIST} is installed but `import sspo_verl` fails ({type(exc).__name__}: {exc})", \
             f"{pip} --force-reinstall '{DIST}=={s.plugin_version}'"
+    if lib_failure:
+        return (f"actor_rollout_ref.model.external_lib={s.external_lib} does not import in this node's Python "
+                f"({lib_failure}), and verl's workers here import it",
+                f"give your gate module as a file, GATE_MODULE=path/to/module.py (the multi-node recipes ship it "
+                f"with the job), or install it into {sys.executable}")
     problem = config_problem(s)
     if problem:
         return problem
@@ -222,8 +257,9 @@ def node_line(ip: str, report: dict, s: Settings) -> str:
     if report.get("problem"):
         what, fix = report["problem"]
         return f"{head}: {what} — fix: {fix}"
-    return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered, "
-            f"tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
+    lib = f" (external_lib={s.external_lib})" if s.external_lib and s.external_lib != "sspo_verl" else ""
+    return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered"
+            f"{lib}, tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
 
 
 def summary(reports: dict[str, dict], s: Settings) -> tuple[list[str], list[str]]:
@@ -250,7 +286,7 @@ def split_address(address: str) -> Optional[tuple[str, int]]:
         return None
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise PreflightError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'")
+        raise PreflightUsageError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'")
     return host, int(port)
 
 
@@ -274,9 +310,13 @@ def load_runtime_env(path: Optional[str]) -> Optional[dict]:
 
     try:
         with open(path) as f:
-            return yaml.safe_load(f) or None
+            env = yaml.safe_load(f) or None
     except (OSError, yaml.YAMLError) as exc:
-        raise PreflightError(f"--runtime-env {path}: {exc}") from None
+        raise PreflightUsageError(f"--runtime-env {path}: {' '.join(str(exc).split())}") from None
+    if env is not None and not isinstance(env, dict):
+        raise PreflightUsageError(f"--runtime-env {path} holds a {type(env).__name__}, not a runtime env (a mapping "
+                                  f'such as {{"env_vars": {{...}}, "py_modules": [...]}})')
+    return env
 
 
 def run_checks(address: str, settings: Settings, runtime_env: Optional[dict], timeout_s: float,
@@ -391,7 +431,7 @@ def exit_after(seconds: float, message: str) -> threading.Timer:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                         help="the cluster's GCS address HEAD_IP:6379 (default: $RAY_ADDRESS, else auto)")
     parser.add_argument("--local", action="store_true",
@@ -399,14 +439,26 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime-env", default=None, help="the job's runtime env file (JSON or YAML)")
     parser.add_argument("--nodes", type=int, default=0, help="fail unless at least this many nodes are alive")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the checks")
-    parser.add_argument("overrides", nargs="*", help="the recipe's Hydra overrides")
+    parser.add_argument("overrides", nargs="*", help="after --: the recipe's Hydra overrides")
     args = parser.parse_args(argv)
+    if args.nodes < 0:
+        parser.error(f"--nodes {args.nodes}: give the number of nodes that must be alive, 0 or more")
+    if not (args.timeout > 0 and math.isfinite(args.timeout)):
+        parser.error(f"--timeout {args.timeout:g}: give the seconds to wait for the checks, e.g. --timeout 60")
+    return cli.run(PROG, preflight, args)
+
+
+def preflight(args) -> int:
+    """The checks `args` ask for; an argument or override of the user's raises PreflightUsageError first."""
     start = time.monotonic()
+    runtime_env = None
+    if not args.local:  # the arguments, before the seconds that composing the config takes
+        split_address(args.address)
+        runtime_env = load_runtime_env(args.runtime_env)
     try:
         settings = settings_from_overrides(args.overrides)
         if args.local:
             return _report(run_local_check(settings, args.timeout), settings, start)
-        runtime_env = load_runtime_env(args.runtime_env)
         # Ray's own calls (connect, list nodes, shut down) have no timeout of ours: a head that stops answering
         # must still end the preflight
         limit_s = args.timeout + CLUSTER_GRACE_S
@@ -416,6 +468,8 @@ def main(argv=None) -> int:
             reports = run_checks(args.address, settings, runtime_env, args.timeout, args.nodes)
         finally:
             deadline.cancel()
+    except PreflightUsageError:
+        raise  # cli.run: one line, exit 2
     except PreflightError as exc:
         print(f"preflight FAILED: {exc}", file=sys.stderr)
         return 1

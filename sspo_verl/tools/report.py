@@ -21,6 +21,7 @@ import numpy as np
 
 COLLAPSE_FRACTION = 0.5  # a run collapses when its final held-out accuracy is below half its best ...
 COLLAPSE_MIN_DROP = 0.05  # ... and at least this far below it (so evaluation noise near zero is no collapse)
+MAX_PLOTTED = 20  # rows (methods) beyond which the plots are skipped: more bands than that is no figure anyone reads
 
 
 @dataclass
@@ -66,6 +67,11 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _std(values) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(values)) if values else float("nan")
+
+
 def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
     """One summary per method, the baseline first. The target accuracy is the baseline's mean final accuracy."""
     runs = _runs(records)
@@ -97,20 +103,25 @@ def summarize(records: list[dict], baseline: str) -> list[MethodSummary]:
             iw.append(_mean(_series(run, "token_iw_var")[1]))
             ent = _series(run, "entropy")[1]
             entropy.append(float(ent[-1]) if len(ent) else float("nan"))
-        out.append(MethodSummary(method, len(seeds), _mean(finals), float(np.nanstd(finals)) if finals else float("nan"),
+        out.append(MethodSummary(method, len(seeds), _mean(finals), _std(finals),
                                  to_target, collapses, _mean(rewards), _mean(iw), _mean(entropy)))
     return out
 
 
-def markdown_table(summaries: list[MethodSummary]) -> str:
+HELD_OUT = "held-out acc"  # what val_acc is called where the caller does not name its metric
+
+
+def markdown_table(summaries: list[MethodSummary], held_out: str = HELD_OUT) -> str:
+    """The summary table; `held_out` names the metric the records' val_acc holds (its column headers)."""
     baseline = summaries[0].method
-    lines = [f"| method | seeds | final held-out acc (mean ± std) | steps to {baseline}'s final acc | collapses "
+    lines = [f"| method | seeds | final {held_out} (mean ± std) | steps to {baseline}'s final acc | collapses "
              f"| reward, last quarter | token IW variance | final entropy |",
              "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         reached = [t for t in s.steps_to_target if t is not None]
         steps = f"{np.mean(reached):.1f} ({len(reached)}/{s.seeds})" if reached else f"never (0/{s.seeds})"
-        lines.append(f"| {s.method} | {s.seeds} | {s.final_acc_mean:.3f} ± {s.final_acc_std:.3f} | {steps} "
+        acc = f"{s.final_acc_mean:.3f} ± {s.final_acc_std:.3f}" if math.isfinite(s.final_acc_mean) else "n/a"
+        lines.append(f"| {s.method} | {s.seeds} | {acc} | {steps} "
                      f"| {s.collapses}/{s.seeds} | {s.final_reward:.3f} | {_fmt(s.token_iw_var)} | {_fmt(s.final_entropy)} |")
     return "\n".join(lines)
 
@@ -134,7 +145,7 @@ def _band(ax, runs: dict[int, list[dict]], key: str, label: str, log: bool = Fal
     low, high = (vals.min(0), vals.max(0)) if log else (mean - std, mean + std)
     (line,) = ax.plot(common, mean, label=label)
     ax.fill_between(common, low, high, color=line.get_color(), alpha=0.2)
-    if log:
+    if log and (vals > 0).any():  # a series of zeros (an on-policy run's variance) has no log scale
         ax.set_yscale("log")
     return True
 
@@ -148,9 +159,9 @@ FIGURES = {  # file -> panels (record key, title, log scale); each panel's y axi
 }
 
 
-def figures(records: list[dict], title: str = "") -> dict[str, "matplotlib.figure.Figure"]:
+def figures(records: list[dict], title: str = "", held_out: str = HELD_OUT) -> dict[str, "matplotlib.figure.Figure"]:
     """file name -> figure, for every figure with at least one logged series. A panel whose key no run logged
-    says so instead of drawing an empty axis."""
+    says so instead of drawing an empty axis; the val_acc panel is titled with `held_out`, the metric it holds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +175,7 @@ def figures(records: list[dict], title: str = "") -> dict[str, "matplotlib.figur
             panel_drawn = False
             for method, seeds in runs.items():
                 panel_drawn |= _band(ax, seeds, key, f"{method} ({len(seeds)} seeds)", log)
-            ax.set_title(label)
+            ax.set_title(label + (f"\n{held_out.replace('`', '')}" if key == "val_acc" and held_out != HELD_OUT else ""))
             ax.set_xlabel("step")
             ax.set_ylabel(key)
             if panel_drawn:
@@ -184,25 +195,34 @@ def figures(records: list[dict], title: str = "") -> dict[str, "matplotlib.figur
     return out
 
 
-def plot(records: list[dict], out_dir: str | Path, title: str = "") -> list[Path]:
+def plot(records: list[dict], out_dir: str | Path, title: str = "", held_out: str = HELD_OUT) -> list[Path]:
     """reward_accuracy.png, importance_weights.png, entropy.png in `out_dir`; returns the files written."""
     import matplotlib.pyplot as plt
 
     written = []
-    for name, fig in figures(records, title).items():
+    for name, fig in figures(records, title, held_out).items():
         fig.savefig(Path(out_dir) / name, dpi=110)
         plt.close(fig)
         written.append(Path(out_dir) / name)
     return written
 
 
-def write_report(records: list[dict], out_dir: str | Path, baseline: str, header: str = "") -> Path:
-    """summary.md (the table, the plots, the collapse rule) and the plots, in `out_dir`."""
+def write_report(records: list[dict], out_dir: str | Path, baseline: str, header: str = "",
+                 held_out: str = HELD_OUT) -> Path:
+    """summary.md (the table, the plots, the collapse rule) and the plots, in `out_dir`; `held_out` names the metric
+    the records' val_acc holds."""
     out_dir = Path(out_dir)
-    table = markdown_table(summarize(records, baseline))
-    images = plot(records, out_dir, title=header.splitlines()[0].lstrip("# ") if header else "")
+    summaries = summarize(records, baseline)
+    table = markdown_table(summaries, held_out)
+    if len(summaries) <= MAX_PLOTTED:
+        images = plot(records, out_dir, title=header.splitlines()[0].lstrip("# ") if header else "", held_out=held_out)
+    else:
+        images = []
+        table += (f"\n\nNo plots: {len(summaries)} rows, more than {MAX_PLOTTED} bands per panel (compare fewer runs; "
+                  f"python -m sspo_verl.tools.compare --where keeps some of the testbed's).")
     text = [header, "", table, "",
-            f"Collapse: final held-out accuracy below {COLLAPSE_FRACTION:g} x the run's best and at least "
+            f"Collapse: final held-out accuracy{f' ({held_out})' if held_out != HELD_OUT else ''} below "
+            f"{COLLAPSE_FRACTION:g} x the run's best and at least "
             f"{COLLAPSE_MIN_DROP:g} below it, or a non-finite loss. "
             f"Steps to target: the first evaluation after the start at or above {baseline}'s mean final accuracy, "
             f"mean over the seeds that reached it (how many did).", ""]

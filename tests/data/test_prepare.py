@@ -1,5 +1,6 @@
 """Data preparation to verl's parquet format, offline: the shipped GSM8K jsonl and small hand-made samples."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -64,3 +65,97 @@ def test_math_sets_from_local_samples(tmp_path, name, split, n, answer):
 def test_missing_local_split_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train.jsonl"):
         prepare("gsm8k", tmp_path / "out", local=tmp_path)
+
+
+PROG = "python -m sspo_verl.data.prepare: error: "
+
+
+def _closed_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed when the block ends: connecting to it is refused
+
+
+@pytest.mark.parametrize("network", ["offline_mode", "closed_proxy"])
+def test_without_network_one_line_points_to_local(tmp_path, network):
+    """The Hub unreachable (HF's offline mode with an empty cache, or every request sent to a closed loopback port):
+    one line pointing to --local, exit 2, nothing written, in seconds (not huggingface_hub's retries)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items()
+           if k.upper() not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "NO_PROXY", "HTTPS_PROXY", "HTTP_PROXY",
+                                "ALL_PROXY")}
+    env |= {"HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}  # an empty cache
+    if network == "offline_mode":
+        env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    else:
+        proxy = f"http://127.0.0.1:{_closed_loopback_port()}"
+        env |= {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "ALL_PROXY": proxy}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "sspo_verl.data.prepare", "gsm8k", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(PROG + "cannot download openai/gsm8k from the Hugging Face Hub"), line
+    assert "pass --local <folder> holding train.jsonl, test.jsonl (records with the hub's fields 'question' and " \
+           "'answer')" in line
+    assert not (tmp_path / "out").exists() and time.monotonic() - started < 60
+
+
+def _jsonl(folder, split, *lines):
+    folder.mkdir(exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
+    return folder
+
+
+GOOD_GSM8K = '{"question": "2 + 2?", "answer": "2 + 2 = 4\\n#### 4"}'
+BAD_ARGUMENTS = [  # (arguments given a tmp folder, what the one line says)
+    (lambda d: ["gsm8k", "--out", str(d / "o"), "--local", str(d / "absent")],
+     r"--local .*absent: no such folder; pass the folder holding train.jsonl, test.jsonl"),
+    (lambda d: ["gsm8k", "--out", str(d / "o"), "--local", str(_jsonl(d / "l", "train", GOOD_GSM8K))],
+     r"--local .*/l: test.jsonl not found; --local needs train.jsonl, test.jsonl \(records with the hub's fields "
+     r"'question' and 'answer'\)"),
+    (lambda d: ["math500", "--out", str(_jsonl(d / "l", "test", "{}") / "test.jsonl"), "--local", str(d / "l")],
+     r"--out .*test.jsonl is a file; pass a folder"),
+    (lambda d: ["math500", "--out", str(d / "o"), "--limit", "0"],
+     r"argument --limit: '0' is not a positive whole number .*\(see --help\)"),
+    (lambda d: ["math500", "--out", str(d / "o"), "--local", str(_jsonl(d / "l", "test", '{"problem": "x"}', "[1]"))],
+     r"--local: .*test.jsonl, line 2, is not a JSON object \('\[1\]'\)"),
+    (lambda d: ["math500", "--out", str(d / "o"), "--local", str(_jsonl(d / "l", "test", '{"question": "x"}'))],
+     r"test.jsonl, record 1, has no field 'problem' \(it has \['question'\]\); HuggingFaceH4/MATH-500 records need "
+     r"the fields 'problem' and 'answer'"),
+    (lambda d: ["gsm8k", "--out", str(d / "o"),
+                "--local", str(_jsonl(_jsonl(d / "l", "train", GOOD_GSM8K), "test", '{"question": "q", "answer": "4"}'))],
+     r"test.jsonl, record 1: no '#### <number>' in GSM8K answer: '4'"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_ARGUMENTS)))
+def test_a_bad_argument_or_record_is_one_line_and_writes_nothing(tmp_path, capsys, index):
+    from sspo_verl.data.prepare import main
+
+    arguments, message = BAD_ARGUMENTS[index]
+    try:
+        code = main(arguments(tmp_path))
+    except SystemExit as exc:  # argparse's own errors (--limit) exit
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(PROG) and re.search(message, err), err
+    assert not (tmp_path / "o").exists()  # a bad test split left no train.parquet behind
+
+
+def test_limit_and_the_written_files(tmp_path, capsys):
+    from sspo_verl.data.prepare import main
+
+    local = _jsonl(_jsonl(tmp_path / "l", "train", GOOD_GSM8K, GOOD_GSM8K.replace("4", "5")), "test", GOOD_GSM8K)
+    assert main(["gsm8k", "--out", str(tmp_path / "o"), "--local", str(local), "--limit", "1"]) == 0
+    assert len(pd.read_parquet(tmp_path / "o" / "train.parquet")) == 1
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["test.parquet", "train.parquet"]  # no temp files
+    assert capsys.readouterr().out.splitlines() == [f"gsm8k train: {tmp_path / 'o' / 'train.parquet'}",
+                                                    f"gsm8k test: {tmp_path / 'o' / 'test.parquet'}"]

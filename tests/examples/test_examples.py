@@ -90,18 +90,28 @@ def _table(stdout: str, title: str) -> dict[str, list[str]]:
     return table
 
 
-def test_compare_runs_reads_the_committed_run_and_verl_file_logger_logs(tmp_path):
+def test_compare_runs_reads_the_committed_runs_and_verl_file_logger_logs(tmp_path):
     out = _run("examples/compare_runs.sh", OUT=str(tmp_path)).stdout
     testbed = _table(out, "measured against grpo_dapo")
+    sweep = _table(out, "at M = 16")
     verl = _table(out, "== verl file-logger logs")
-    assert set(testbed) == {"grpo", "grpo_dapo", "sspo"} and set(verl) == {"grpo_dapo", "sspo"}
+    assert list(testbed) == ["grpo_dapo", "grpo", "sspo"]  # the testbed's baseline first, by default
+    assert set(verl) == {"grpo_dapo", "sspo"}
     for method in ("grpo_dapo", "sspo"):
         assert testbed[method][0] == verl[method][0] == "3"  # seeds
         assert testbed[method][1] == verl[method][1]  # final held-out accuracy: the same runs, read from verl's format
         assert re.fullmatch(r"0\.\d+ ± 0\.\d+", verl[method][1])
-    line = json.loads((tmp_path / "verl_logs" / "sspo_seed0.jsonl").read_text().splitlines()[0])
+    # the sweep: one row per method and knob at M = 16, three seeds each; the main run's knobs are two of its rows
+    assert len(sweep) == 29 and {cells[0] for cells in sweep.values()} == {"3"}
+    assert list(sweep)[0] == "grpo_dapo [clip 0.2/0.28 (default)]"
+    assert sweep["grpo_dapo [clip 0.1/0.14]"][1] == testbed["grpo_dapo"][1]
+    assert sweep["sspo [tau 8.1/8.96]"][1] == testbed["sspo"][1]
+    assert "held-out metric: val_acc (the testbed's held-out val split)" in out
+    assert "held-out metric: val-core/sspo/arithmetic/acc/mean@1 (the run's only val-core key)" in out
+    line = json.loads((tmp_path / "verl_runs" / "sspo_seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert set(line) == {"step", "data"} and "critic/score/mean" in line["data"]  # verl FileLogger's format
-    assert (tmp_path / "testbed" / "summary.md").is_file() and (tmp_path / "verl" / "summary.md").is_file()
+    for report in ("testbed", "sweep_m16", "verl"):
+        assert (tmp_path / report / "summary.md").is_file()
 
 
 def _algebraic_loss() -> float:

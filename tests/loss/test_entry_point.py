@@ -33,7 +33,7 @@ def test_entry_point_registers_in_a_fresh_process():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["imported_by_verl"] is True
-    assert set(SSPO_MODES) <= set(result["modes"])
+    assert set(SSPO_MODES) | {"sspo_sapo"} <= set(result["modes"])
 
 
 def test_without_plugin_discovery_the_modes_are_absent_and_external_lib_is_the_backstop():

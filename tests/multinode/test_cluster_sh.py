@@ -112,3 +112,20 @@ def test_waiting_for_nodes_where_nothing_listens_fails_after_the_timeout_with_th
     assert out.stderr.startswith("ray: only 0 of 2 nodes alive at 127.0.0.1:1 after 4s: its dashboard "
                                  "http://127.0.0.1:1 never listed the nodes (last try: "), out.stderr
     assert took < 4 + 5 + 5  # the wait, at most one call's timeout, slack
+
+
+def test_a_gate_module_file_goes_into_the_jobs_runtime_env_as_a_package_of_its_own(tmp_path):
+    """`ray job submit` uploads folders only (Ray 2.60): the file is copied as <name>/__init__.py beside the runtime
+    env, so that `import my_gates` finds it on every node; without GATE_MODULE the runtime env has no py_modules."""
+    import json
+
+    my_gates = RECIPES.parent / "examples" / "custom_gate" / "my_gates.py"
+    env_file = tmp_path / "env.json"
+    out = sh("job_launcher 10.0.0.1", tmp_path, GATE_MODULE=str(my_gates), RUNTIME_ENV_FILE=str(env_file))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"ray job submit --address=http://10.0.0.1:8265 --runtime-env={env_file} --\n"
+    env = json.loads(env_file.read_text())
+    package = tmp_path / "env.modules" / "my_gates"
+    assert env["py_modules"] == [str(package)] and "NCCL_DEBUG" in env["env_vars"]
+    assert (package / "__init__.py").read_text() == my_gates.read_text() and len(list(package.iterdir())) == 1
+    assert "py_modules" not in json.loads(sh("runtime_env_json", tmp_path).stdout)

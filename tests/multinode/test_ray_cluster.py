@@ -7,8 +7,8 @@ the cluster while the job runs), and the only change from a user's run is the pa
 integration update (verl's Ray TrainingWorker group, one rank per node) in place of main_ppo, or one of the
 fault payloads of payload.py.
 
-One cluster serves the whole module, so the tests run in file order: the green run; the token and the refusals of
-a client without it; a node without the plugin; a failing job; then the faults, which use up nodes: node 2 killed
+One cluster serves the whole module, so the tests run in file order: the green run; a gate module of the user's
+own, shipped with the job to both nodes; the token and the refusals of a client without it; a node without the plugin; a failing job; then the faults, which use up nodes: node 2 killed
 while a job runs, a new worker killed during the preflight, the head frozen while `ray_wait_nodes` waits. The
 last test looks for the token in everything the module's processes held and wrote.
 """
@@ -40,6 +40,7 @@ HEAD = "10.77.0.1"
 DASHBOARD = f"http://{HEAD}:8265"
 PAYLOAD = f"python -m sspo_verl.verl_on_cpu.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
 FAULT_PAYLOAD = f"python {ROOT / 'tests' / 'multinode' / 'payload.py'}"
+MY_GATES = "examples/custom_gate/my_gates.py"  # registers the gate `algebraic` (calibrated 3.10468 / 3.43465)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +92,14 @@ class Background:
         return rc, "".join(self.out), "".join(self.err)
 
 
-def submit_argv() -> list[str]:
-    return ["bash", RAY_CLUSTER, "submit", HEAD, RECIPE, "sspo"]
+def submit_argv(method: str = "sspo") -> list[str]:
+    return ["bash", RAY_CLUSTER, "submit", HEAD, RECIPE, method]
 
 
-def submit(cluster, workdir, transcript, merged: bool = False, **env) -> subprocess.CompletedProcess:
+def submit(cluster, workdir, transcript, merged: bool = False, method: str = "sspo",
+           **env) -> subprocess.CompletedProcess:
     """`ray_cluster.sh submit` from the head node, as a user runs it, with the CPU payload unless PAYLOAD is given."""
-    out = cluster.run(1, submit_argv(), env=node_env(workdir, 1, **{"PAYLOAD": PAYLOAD, **env}), cwd=str(workdir),
+    out = cluster.run(1, submit_argv(method), env=node_env(workdir, 1, **{"PAYLOAD": PAYLOAD, **env}), cwd=str(workdir),
                       timeout=600, capture_output=False, stdout=subprocess.PIPE,
                       stderr=subprocess.STDOUT if merged else subprocess.PIPE)
     transcript.append(("submit", out.stdout + (out.stderr or "")))
@@ -161,6 +163,25 @@ def test_update_equals_two_ranks_on_one_node(result, reference):
     for key in ("loss", "grad_norm", "actor/pg_loss", "actor/sspo/seq_s_mean"):
         assert result["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-5, abs=1e-7), key
     assert 0 < result["metrics"]["actor/sspo/token_w_mean"][-1] < 1  # the second epoch ran off-policy, gated
+
+
+def test_a_gate_module_file_reaches_every_node_in_the_jobs_runtime_env_and_the_preflight_checks_it(
+        cluster, workdir, transcript, submitted):
+    """GATE_MODULE names the user's gate file once. The preflight imports it on every node, and the job's driver
+    and a task on each node register the gate from the copy Ray shipped with the job (py_modules, unpacked under
+    that node's own Ray temp dir), not from the file on this disk."""
+    out = submit(cluster, workdir, transcript, method="sspo_algebraic", GATE_MODULE=str(ROOT / MY_GATES),
+                 TAU_FROM_CLIP="0.2 0.28", PAYLOAD=f"{FAULT_PAYLOAD} gate --", PYTHONDONTWRITEBYTECODE="1")
+    assert out.returncode == 0, f"{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+    for k, ip in ((1, HEAD), (2, "10.77.0.2")):
+        assert re.search(rf"^preflight: node {re.escape(ip)} \(.*\): ok — .*, loss_mode=sspo_algebraic registered "
+                         rf"\(external_lib=my_gates\), tau_pos=3\.10468 tau_neg=3\.43465, ", out.stdout, re.M), out.stdout
+        shipped = re.search(rf"^node {re.escape(ip)}: sspo_algebraic registered by (\S+)$", out.stdout, re.M)
+        assert shipped and shipped.group(1).startswith(f"{workdir}/ray{k}/"), out.stdout[-3000:]
+        assert "runtime_resources" in shipped.group(1) and shipped.group(1).endswith("/my_gates/__init__.py")
+    driver = re.search(r"^driver: sspo_algebraic registered by (\S+)$", out.stdout, re.M)
+    assert driver and driver.group(1).startswith(f"{workdir}/ray1/") and driver.group(1) != str(ROOT / MY_GATES)
+    assert "preflight: all 2 nodes ready for loss_mode=sspo_algebraic" in out.stdout
 
 
 def test_the_head_made_a_private_token_and_every_step_printed_only_its_fingerprint(cluster, workdir, token,

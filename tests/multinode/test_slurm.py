@@ -5,7 +5,8 @@ token auth on as users get it by default.
 overridden on the command line (sbatch options beat #SBATCH lines) and PAYLOAD set to the CPU integration
 update. What is under test is the script's bring-up: the token, the Ray head on the first allocated node and a
 worker on the second through `srun`, the preflight, then the payload with one training rank per node. A second
-job holds the cluster until `scancel`, after which no Ray process may be left on any node. The last test looks
+job, with a gate of the user's own (GATE_MODULE) that its preflight checks on both nodes, holds the cluster until
+`scancel`, after which no Ray process may be left on any node. The last test looks
 for the token in everything the module's processes held and wrote.
 """
 
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 HEAD = "10.77.0.1"
 PAYLOAD = f"python -m sspo_verl.verl_on_cpu.ray_update --address {HEAD}:6379 --ranks-per-node 1,1 --"
 HOLD_PAYLOAD = f"python {ROOT / 'tests' / 'multinode' / 'payload.py'} hold --"
+MY_GATES = "examples/custom_gate/my_gates.py"  # registers the gate `algebraic` (calibrated 3.10468 / 3.43465)
 SLURM_DAEMONS = ("slurmd", "slurmctld", "slurmscriptd", "slurmstepd")  # may stay on a node when its jobs are gone
 
 
@@ -47,9 +49,9 @@ def slurm(network, workdir, processes):
         cluster.close()
 
 
-def sbatch_argv(workdir) -> list[str]:
+def sbatch_argv(workdir, method: str = "sspo") -> list[str]:
     return ["--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1", f"--output={workdir}/sspo-%j.out",
-            str(RECIPES / "multinode" / "slurm.sbatch"), str(RECIPES / "deepmath_qwen2.5_7b.sh"), "sspo"]
+            str(RECIPES / "multinode" / "slurm.sbatch"), str(RECIPES / "deepmath_qwen2.5_7b.sh"), method]
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +106,23 @@ def ray_processes(network, k: int) -> dict[int, str]:
 
 
 def test_scancel_leaves_no_ray_process_on_any_node_within_30s(slurm, network, workdir, job, record_property):
+    """The job holds the cluster until scancel. It runs a gate of the user's own (GATE_MODULE, a file in the
+    repository, as users keep theirs on the filesystem SLURM's nodes share): its preflight imports it on both
+    nodes, whose Ray was started by the batch script's srun steps."""
     assert not ray_processes(network, 1) and not ray_processes(network, 2)  # the first job left nothing either
-    job_id = slurm.sbatch(sbatch_argv(workdir), cwd=ROOT,
-                          env=node_env(workdir, 1, PAYLOAD=HOLD_PAYLOAD, PREFLIGHT="0", WAIT_NODES_S="90"))
+    job_id = slurm.sbatch(sbatch_argv(workdir, "sspo_algebraic"), cwd=ROOT,
+                          env=node_env(workdir, 1, PAYLOAD=HOLD_PAYLOAD, WAIT_NODES_S="90", GATE_MODULE=MY_GATES,
+                                       TAU_FROM_CLIP="0.2 0.28", PYTHONDONTWRITEBYTECODE="1"))
     output = workdir / f"sspo-{job_id}.out"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 240
     while "holding on 2 nodes" not in (output.read_text(errors="replace") if output.exists() else ""):
         assert time.monotonic() < deadline, f"{output.read_text(errors='replace')[-6000:]}\n{slurm.logs()}"
         time.sleep(0.5)
+    text = output.read_text(errors="replace")
+    for k in (1, 2):
+        assert (f"preflight: node {network.ip(k)} ({network.hostname(k)}): ok — " in text and
+                "loss_mode=sspo_algebraic registered (external_lib=my_gates), tau_pos=3.10468 tau_neg=3.43465" in
+                text.split(f"preflight: node {network.ip(k)} ", 1)[1].splitlines()[0]), text[-6000:]
     assert all(ray_processes(network, k) for k in (1, 2))
     # the cluster this job runs refuses a client without the token (dashboard's jobs API from the other node)
     probe = network.run(2, ["python", "-c", "import urllib.request, urllib.error, sys\ntry:\n"

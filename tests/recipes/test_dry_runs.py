@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from sspo_verl.loss.methods import METHODS
+
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = ["grpo", "grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_arctan", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
 EXPECTED_LOSS = {"grpo": "vanilla", "grpo_dapo": "vanilla", "gspo": "gspo", "gmpo": "geo_mean", "sapo": "sapo"}
 
 
@@ -119,3 +120,80 @@ def test_the_real_launch_runs_the_dry_runs_checks(tmp_path, args, env, message):
     if on_policy:
         dry = _dry("recipes/gsm8k_qwen2.5_0.5b.sh", *args, **env)
         assert dry.returncode == 0 and "[dry run] warning: SSPO: " in dry.stdout and message in dry.stdout
+
+
+# ---------------------------------------------------------------------------------------------------
+# A gate of the user's own through the recipes (GATE_MODULE), and the dry run's errors in one line
+# ---------------------------------------------------------------------------------------------------
+
+MY_GATES = "examples/custom_gate/my_gates.py"  # registers the gate `algebraic`
+ALGEBRAIC_TAUS = "tau_pos=3.10468 tau_neg=3.43465"  # its calibration to 0.2 / 0.28 (tests/tools/test_method_lines.py)
+
+
+@pytest.mark.slow
+def test_dry_run_with_a_gate_module_trains_its_gate_at_its_own_calibrated_temperatures():
+    out = _dry("recipes/gsm8k_qwen2.5_0.5b.sh", "sspo_algebraic", GATE_MODULE=MY_GATES, TAU_FROM_CLIP="0.2 0.28",
+               PYTHONDONTWRITEBYTECODE="1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"[dry run] loss_mode=sspo_algebraic registered; loss_agg_mode=seq-mean-token-mean; {ALGEBRAIC_TAUS}\n" \
+        in out.stdout
+    assert "    actor_rollout_ref.model.external_lib=my_gates \\\n" in out.stdout  # every verl process imports it
+    assert "external_lib is not set" not in out.stdout
+
+
+# main_ppo's Hydra entry and validate_config as in LAUNCH, with run_ppo showing what the driver got
+LAUNCH_SHOWING = LAUNCH.replace('lambda *args, **kwargs: sys.exit("LAUNCHED")', (
+    'lambda config, **kwargs: sys.exit("LAUNCHED " + config.actor_rollout_ref.actor.policy_loss.loss_mode + " " '
+    '+ __import__(config.actor_rollout_ref.model.external_lib).__file__)'))
+
+
+@pytest.mark.slow
+def test_a_real_launch_runs_the_local_preflight_which_sees_the_gate_module_then_main_ppo(tmp_path):
+    """The launch as a user runs it: the preflight for real (a fresh interpreter with the launch's environment, as
+    main_ppo's workers start), then the launcher, here main_ppo's own entry with run_ppo stubbed."""
+    assert "LAUNCHED " in LAUNCH_SHOWING
+    script = tmp_path / "launch_main_ppo.py"
+    script.write_text(LAUNCH_SHOWING)
+    out = subprocess.run(["bash", "recipes/gsm8k_qwen2.5_0.5b.sh", "sspo_algebraic", f"hydra.run.dir={tmp_path}/h"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHON": sys.executable, "LAUNCHER": f"{sys.executable} {script}",
+                              "GATE_MODULE": MY_GATES, "TAU_FROM_CLIP": "0.2 0.28", "PYTHONDONTWRITEBYTECODE": "1"})
+    assert ("preflight: node local (" in out.stdout and "): ok — verl 0.9.1, sspo-verl " in out.stdout
+            and f", loss_mode=sspo_algebraic registered (external_lib=my_gates), {ALGEBRAIC_TAUS}, " in out.stdout), \
+        out.stdout[-2000:] + out.stderr[-2000:]
+    # main_ppo's driver passed validate_config with the gate registered, and imports the file the user named
+    assert out.returncode != 0 and f"LAUNCHED sspo_algebraic {ROOT / MY_GATES}" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,env,message", [
+    (["sspo", "actor_rollout_ref.actor.policy_loss.loss_mod=x"], {},
+     "Could not override 'actor_rollout_ref.actor.policy_loss.loss_mod'. To append to your config use "
+     "+actor_rollout_ref.actor.policy_loss.loss_mod=x (ConfigAttributeError: Key 'loss_mod' is not in struct "
+     "full_key: actor_rollout_ref.actor.policy_loss.loss_mod object_type=dict)"),
+    # the recipe's own override fails because of a knob: the error names the knob
+    (["sspo"], {"EXPERIMENT_NAME": "sspo,seed1"}, "Ambiguous value for argument 'trainer.experiment_name=sspo,seed1'"
+     " 1. To use it as a list, use key=[value1,value2] 2. To use it as string, quote the value: key='value1,value2' "
+     "3. To sweep over it, add --multirun to your command line (trainer.experiment_name comes from the recipe's "
+     "environment variable EXPERIMENT_NAME='sspo,seed1': set EXPERIMENT_NAME instead)"),
+])
+def test_a_config_the_dry_run_refuses_is_one_line_naming_what_the_user_typed(args, env, message):
+    out = _dry("recipes/gsm8k_qwen2.5_0.5b.sh", *args, **env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr == f"python -m sspo_verl.tools.dry_run: error: main_ppo would refuse this config: {message}\n"
+
+
+@pytest.mark.slow
+def test_an_external_lib_that_does_not_import_is_one_line_naming_the_key_and_the_knob_behind_it():
+    """verl's own ImportError would say only "No module named ...", not which key made it import the module."""
+    overrides = ["actor_rollout_ref.actor.policy_loss.loss_mode=sspo", "actor_rollout_ref.model.external_lib=gone_dr"]
+    out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.dry_run", "--", *overrides], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SSPO_RECIPE_KNOBS": "actor_rollout_ref.model.external_lib=GATE_MODULE",
+                              "GATE_MODULE": "gone_dr"})
+    assert out.returncode == 2 and out.stderr == (
+        "python -m sspo_verl.tools.dry_run: error: main_ppo would refuse this config: actor_rollout_ref.model."
+        "external_lib=gone_dr does not import here (ModuleNotFoundError: No module named 'gone_dr') — fix: put its "
+        "folder on PYTHONPATH (the recipes: GATE_MODULE=<its .py file>), or correct the override "
+        "(actor_rollout_ref.model.external_lib comes from the recipe's environment variable GATE_MODULE='gone_dr': "
+        "set GATE_MODULE instead)\n"), out.stderr

@@ -91,3 +91,61 @@ def test_bad_math_knobs_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=rf"{name}='{value}' must be a positive"):
         compute_score("HuggingFaceH4/MATH-500", "\\boxed{1}", "1")
+
+
+# Rows that verl's own preprocessing scripts write, with data sources we do not score: verl's default scorer does
+# (verl/examples/data_preprocess/math_dataset.py writes DigitalLearningGmbH/MATH-lighteval; DAPO's data math_dapo).
+# (data_source, response, reference, verl's reward, right)
+VERL_ONLY = [
+    ("DigitalLearningGmbH/MATH-lighteval", "So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}", 1.0, True),
+    ("DigitalLearningGmbH/MATH-lighteval", "So $x = \\boxed{\\frac{1}{3}}$.", "\\frac{1}{2}", 0.0, False),
+    ("math_dapo", "The remainder is 204.\nAnswer: 204", "204", 1.0, True),
+    ("math_dapo", "The remainder is 240.\nAnswer: 240", "204", -1.0, False),  # DAPO's reward: -1 when wrong
+]
+
+
+@pytest.mark.parametrize("source,response,reference,reward,right", VERL_ONLY)
+def test_a_source_only_verl_knows_scores_as_verl_scores_it(source, response, reference, reward, right):
+    from verl.utils.reward_score import default_compute_score
+
+    assert source not in rewards.SCORERS
+    verls = default_compute_score(source, response, reference)
+    assert (verls["score"] if isinstance(verls, dict) else verls) == reward  # the reward verl itself gives
+    result = compute_score(source, response, reference, extra_info={"split": "test", "index": 0})
+    assert tuple(result) == RESULT_KEYS and all(type(v) is float for v in result.values())  # math_dapo's `pred` dropped
+    assert result == {"score": reward, "acc": float(right), "acc_tolerant": float(right), "timeout": 0.0,
+                      "scorer_error": 0.0}
+
+
+def test_an_unknown_source_names_both_scorers_and_is_the_packages_error():
+    from sspo_verl.errors import SSPOError
+
+    with pytest.raises(rewards.UnknownDataSource, match=r"'nowhere/data'.*nor has verl's default_compute_score") as info:
+        compute_score("nowhere/data", "#### 1", "1")
+    assert isinstance(info.value, SSPOError)
+
+
+def test_not_implemented_inside_verls_scorer_is_a_scorer_error_not_an_unknown_source(monkeypatch, fresh_error_budget):
+    """Only verl's dispatch saying it has no branch means 'unknown source'; the same exception type raised inside a
+    scorer it knows is an error on that answer, counted like any other."""
+    from verl.utils.reward_score import math_reward
+
+    def broken(solution_str, ground_truth):
+        raise NotImplementedError("inside the scorer")
+
+    monkeypatch.setattr(math_reward, "compute_score", broken)
+    result = compute_score("DigitalLearningGmbH/MATH-lighteval", "\\boxed{1}", "1")
+    assert result["scorer_error"] == 1.0 and fresh_error_budget.errors == 1
+
+
+def test_a_verl_scorer_missing_its_package_stops_the_run_naming_it(monkeypatch, fresh_error_budget):
+    import sys
+
+    from sspo_verl.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "mathruler", None)  # geo3k's scorer imports mathruler.grader
+    monkeypatch.setitem(sys.modules, "mathruler.grader", None)
+    monkeypatch.delitem(sys.modules, "verl.utils.reward_score.geo3k", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"data_source='hiyouga/geometry3k' needs the module 'mathruler"):
+        compute_score("hiyouga/geometry3k", "\\boxed{1}", "1")
+    assert fresh_error_budget.errors == 0

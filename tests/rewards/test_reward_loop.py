@@ -77,6 +77,37 @@ def test_verls_reward_loop_scores_every_dataset(tokenizer_dir):
         assert out["reward_extra_info"]["acc"] == case[3] and out["reward_extra_info"]["scorer_error"] == 0.0
 
 
+# A batch as a validation set mixing our rows with rows verl's preprocessing scripts write, whose data sources only
+# verl's default scorer knows (its reward: math_dapo gives -1 for a wrong answer). (source, response, reference, reward)
+MIXED = [
+    ("openai/gsm8k", "She pays 3 * 24 = 72 dollars.\n#### 72", "72", 1.0),
+    ("DigitalLearningGmbH/MATH-lighteval", "So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}", 1.0),
+    ("math_dapo", "The remainder is 240.\nAnswer: 240", "204", -1.0),
+    ("sspo/arithmetic", "20,18", "18", 1.0),
+]
+
+
+@pytest.mark.parametrize("order", [1, -1], ids=["ours_first", "verls_first"])
+def test_verls_reward_loop_scores_a_batch_mixing_our_sources_and_verls(tokenizer_dir, order):
+    """verl takes reward_extra_info's keys from the first item: a delegated source must return the same ones."""
+    cases = MIXED[::order]
+    worker = RewardLoopWorker(compose([f"actor_rollout_ref.model.path={tokenizer_dir}", *OVERRIDES]))
+    outputs = worker.loop.run_until_complete(worker.compute_score_batch(rollout_batch(tokenizer_dir, cases)))
+    assert [out["reward_score"] for out in outputs] == [c[3] for c in cases]
+    for out, case in zip(outputs, cases):
+        assert tuple(out["reward_extra_info"]) == RESULT_KEYS, case
+        assert out["reward_extra_info"]["acc"] == float(case[3] == 1.0)
+
+
+def test_verls_reward_loop_stops_on_a_source_nobody_scores(tokenizer_dir):
+    from sspo_verl.rewards import UnknownDataSource
+
+    cases = MIXED + [("nowhere/data", "#### 1", "1", None)]
+    worker = RewardLoopWorker(compose([f"actor_rollout_ref.model.path={tokenizer_dir}", *OVERRIDES]))
+    with pytest.raises(UnknownDataSource, match=r"data_source='nowhere/data'.*nor has verl's default_compute_score"):
+        worker.loop.run_until_complete(worker.compute_score_batch(rollout_batch(tokenizer_dir, cases)))
+
+
 def test_a_plain_thread_scores_like_the_main_thread():
     results = {}
 

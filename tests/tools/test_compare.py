@@ -55,7 +55,7 @@ def logs(tmp_path, monkeypatch, capsys):
 
 
 def test_every_verl_log_format_gives_the_same_records(logs):
-    runs = {fmt: compare.to_records("sspo", 0, compare.read_log(path)) for fmt, path in logs["sspo_s0"].items()}
+    runs = {fmt: compare.to_records("sspo", 0, compare.read_log(path), VAL) for fmt, path in logs["sspo_s0"].items()}
     assert len(runs["jsonl"]) == len(runs["console"]) == len(runs["tensorboard"]) == 6
     for a, b, c in zip(runs["jsonl"], runs["console"], runs["tensorboard"]):
         assert _close(a, b, rel=1e-7)  # the console prints float32 values at their own precision
@@ -73,17 +73,17 @@ def test_console_reads_numpy_scalars_and_a_nan_loss_is_kept(tmp_path):
                                "critic/score/mean": 0.25}, step=3)
     path = tmp_path / "main_ppo.log"
     path.write_text(line + "\n")
-    (record,) = compare.to_records("sspo", 0, compare.read_log(path))
+    (record,) = compare.to_records("sspo", 0, compare.read_log(path), VAL)
     assert record["val_acc"] == 0.5 and record["reward"] == 0.25 and record["ppo_kl"] == pytest.approx(1e-5)
     assert math.isnan(record["pg_loss"])  # kept, so the summary counts the run as collapsed
-    (null,) = compare.to_records("sspo", 0, {3: {"actor/pg_loss": None}})  # orjson's NaN
+    (null,) = compare.to_records("sspo", 0, {3: {"actor/pg_loss": None}}, VAL)  # orjson's NaN
     assert math.isnan(null["pg_loss"])
 
 
 def test_wandb_csv_export(tmp_path):
     path = tmp_path / "export.csv"
     path.write_text(f"_step,critic/score/mean,{VAL}\n1,0.25,\n2,0.5,0.7\n")
-    records = compare.to_records("grpo", 0, compare.read_log(path))
+    records = compare.to_records("grpo", 0, compare.read_log(path), VAL)
     assert records == [{"method": "grpo", "seed": 0, "step": 1, "reward": 0.25},
                        {"method": "grpo", "seed": 0, "step": 2, "reward": 0.5, "val_acc": 0.7}]
 
@@ -133,7 +133,7 @@ BAD_INPUTS = [  # (arguments given a tmp folder, what the one line must say)
     (lambda d: ["--run", f"sapo_x={TESTBED_METRICS}"], r"has no records of 'sapo_x'; it has grpo, grpo_dapo, sspo"),
     (lambda d: ["--run", str(TESTBED_METRICS), "--baseline", "gmpo"], r"--baseline 'gmpo' is none of the runs' methods"),
     (lambda d: ["--run", str(TESTBED_METRICS), "--out", _write(d, "a_file", "")],
-     r"a_file: .*; check the path and its permissions"),
+     r"--out .*a_file is a file; pass a folder for summary.md, the plots and records.jsonl"),
 ]
 
 

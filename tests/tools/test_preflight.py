@@ -243,3 +243,79 @@ def test_exit_after_ends_a_process_blocked_where_signals_do_not_reach_with_the_m
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 1 and out.stderr.strip().endswith("preflight FAILED: the head is silent")
     assert time.monotonic() - start < 60  # importing the package is most of it
+
+
+# ---------------------------------------------------------------------------------------------------
+# A gate module on every node; user errors in one line
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_node_where_the_gate_module_does_not_import_is_named_with_the_fix(settings):
+    """verl's workers import external_lib in their model config and die when it fails: the node says so, rather
+    than leaving it to a later `Unsupported loss mode`."""
+    report = preflight.check_node(asdict(replace(settings, external_lib="no_such_gates_pf")))
+    what, fix = report["problem"]
+    assert what == ("actor_rollout_ref.model.external_lib=no_such_gates_pf does not import in this node's Python "
+                    "(ModuleNotFoundError: No module named 'no_such_gates_pf'), and verl's workers here import it")
+    assert fix == ("give your gate module as a file, GATE_MODULE=path/to/module.py (the multi-node recipes ship it "
+                   f"with the job), or install it into {sys.executable}")
+
+
+def test_the_ok_line_names_a_gate_module_the_node_imported(settings):
+    report = {"hostname": "n1", "python": "/p", "verl": "0.9.1", "plugin": "0.1.0", "problem": None}
+    line = preflight.node_line("10.77.0.1", report, replace(settings, loss_mode="sspo_algebraic",
+                                                              external_lib="my_gates"))
+    assert "loss_mode=sspo_algebraic registered (external_lib=my_gates), tau_pos=1.0" in line
+
+
+PROG = "python -m sspo_verl.tools.preflight"
+
+
+def _cli(*argv, **env):
+    return subprocess.run([sys.executable, "-m", "sspo_verl.tools.preflight", *argv], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env}, cwd="/")
+
+
+def _one_error_line(out, *parts):
+    assert out.returncode == 2 and out.stdout == "", (out.returncode, out.stdout, out.stderr[-2000:])
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: "), out.stderr[-2000:]
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'"),
+    (["--address", "10.0.0.1:6379", "--runtime-env", "/nonexistent.json"], "--runtime-env /nonexistent.json: "),
+    (["--nodes", "-1"], "--nodes -1: give the number of nodes that must be alive"),
+    (["--timeout", "0"], "--timeout 0: give the seconds to wait for the checks"),
+    (["--nodes", "two"], "argument --nodes: invalid int value: 'two'"),
+])
+def test_bad_arguments_are_one_line_before_any_work(argv, message):
+    start = time.monotonic()
+    _one_error_line(_cli(*argv, "--", *SSPO), message)
+    assert time.monotonic() - start < 30  # no config composed (that alone takes seconds), no cluster asked
+
+
+def test_a_runtime_env_that_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "env.json"
+    path.write_text('["py_modules"]')
+    with pytest.raises(preflight.PreflightUsageError, match=f"--runtime-env {path} holds a list, not a runtime env"):
+        preflight.load_runtime_env(str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,env,message", [
+    ([f"{A}.policy_loss.loss_mod=sspo"], {}, "the overrides do not compose into verl's config: Could not override "
+     f"'{A}.policy_loss.loss_mod'. To append to your config use +{A}.policy_loss.loss_mod=sspo (ConfigAttributeError: "
+     "Key 'loss_mod' is not in struct full_key: actor_rollout_ref.actor.policy_loss.loss_mod object_type=dict)"),
+    ([f"{A}.policy_loss.loss_mode=sspo", f"{A}.tau_pos=0"], {}, "tau_pos=0 must be a finite number > 0"),
+    # a recipe set external_lib from GATE_MODULE: the error names the variable the user typed
+    ([f"{A}.policy_loss.loss_mode=sspo", "actor_rollout_ref.model.external_lib=gone_gates_pf"],
+     {"SSPO_RECIPE_KNOBS": "actor_rollout_ref.model.external_lib=GATE_MODULE", "GATE_MODULE": "gone_gates_pf"},
+     "actor_rollout_ref.model.external_lib=gone_gates_pf does not import here (ModuleNotFoundError: No module named "
+     "'gone_gates_pf') — fix: install it, or correct the override (actor_rollout_ref.model.external_lib comes from "
+     "the recipe's environment variable GATE_MODULE='gone_gates_pf': set GATE_MODULE instead)"),
+])
+def test_bad_overrides_are_one_line_naming_the_key_and_the_recipes_knob(overrides, env, message):
+    _one_error_line(_cli("--local", "--", *overrides, **env), message)
