@@ -40,12 +40,7 @@
 # Like the multi-node recipes, Ray runs with token auth (the token file ~/.ray/auth_token, made 0600 when missing).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/run.sh"
-if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
-  methods="$("$PYTHON" -c 'from sspo_verl.loss.methods import METHODS; print(" ".join(METHODS))' 2>/dev/null)" \
-    || methods="see python -m sspo_verl.tools.method_lines"
-  echo "usage: bash recipes/cpu_tiny.sh <method> [hydra overrides...]  (methods: $methods)" >&2
-  exit 2
-fi
+recipe_usage "$@"
 METHOD="$1"; shift
 DATA_DIR="${DATA_DIR:-$HOME/data/sspo_cpu_tiny}"
 RUN_DIR="${RUN_DIR:-runs/cpu_tiny/$METHOD}"
@@ -57,16 +52,15 @@ COLD_START_SEED="${COLD_START_SEED:-0}"
 
 # Every argument is checked before any work (the cold start takes a minute on first use): the knobs, then the
 # method and its temperature knobs (method_lines says what is wrong on stderr; run_recipe prints its warnings later).
-check_batch_knobs
-for knob in STEPS NGPUS; do
-  if ! [[ "${!knob}" =~ ^[1-9][0-9]*$ ]]; then
-    echo "$knob='${!knob}' must be a whole number >= 1 (STEPS: training steps; NGPUS: FSDP2 ranks on gloo)" >&2; exit 2
-  fi
-done
-if ! [[ "$COLD_START_SEED" =~ ^[0-9]+$ ]]; then
-  echo "COLD_START_SEED='$COLD_START_SEED' must be a whole number >= 0 (the cold start's seed)" >&2; exit 2
+check_batch_knobs || exit
+check_switches || exit
+if ! [[ "$STEPS" =~ ^[1-9][0-9]*$ ]]; then
+  recipe_error "STEPS='$STEPS' must be a whole number >= 1 (the training steps)"; exit 2
 fi
-if ! problem="$(method_overrides "$METHOD" 2>&1 >/dev/null)"; then
+if ! [[ "$COLD_START_SEED" =~ ^[0-9]+$ ]]; then
+  recipe_error "COLD_START_SEED='$COLD_START_SEED' must be a whole number >= 0 (the cold start's seed)"; exit 2
+fi
+if ! problem="$(method_overrides "$METHOD" "$@" 2>&1 >/dev/null)"; then
   echo "$problem" >&2; exit 2
 fi
 

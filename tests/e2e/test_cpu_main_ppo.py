@@ -334,12 +334,12 @@ def test_without_the_plugin_verl_refuses_the_loss_before_any_rollout(data_dir, t
     assert "step 1/" not in output and "Initial validation metrics" not in output
 
 
-def test_a_users_gate_trains_through_main_ppo_with_external_lib(data_dir, tmp_path, sspo_run):
-    """examples/custom_gate: the gate registers in `my_gates`, which verl imports through external_lib on the
-    driver (validate_config) and in every worker; main_ppo then trains with the user's loss mode."""
-    proc = cpu_tiny("sspo", data_dir, tmp_path, "actor_rollout_ref.actor.policy_loss.loss_mode=sspo_algebraic",
-                    "actor_rollout_ref.model.external_lib=my_gates", steps=1, PYTHONDONTWRITEBYTECODE="1",
-                    PYTHONPATH=str(REPO / "examples" / "custom_gate"))
+def test_a_users_gate_trains_through_main_ppo_with_gate_module(data_dir, tmp_path, sspo_run):
+    """examples/custom_gate: GATE_MODULE names the file once; the recipe puts its folder on PYTHONPATH and makes it
+    verl's external_lib, so the driver (validate_config) and every worker import it and sspo_algebraic is a method;
+    main_ppo then trains with the user's loss mode."""
+    proc = cpu_tiny("sspo_algebraic", data_dir, tmp_path, steps=1, PYTHONDONTWRITEBYTECODE="1",
+                    GATE_MODULE=str(REPO / "examples" / "custom_gate" / "my_gates.py"))
     assert proc.returncode == 0, tail(proc)
     assert "loss_mode=sspo_algebraic registered" in proc.stdout  # the preflight, in a fresh interpreter
     logged = records(tmp_path / "metrics.jsonl")

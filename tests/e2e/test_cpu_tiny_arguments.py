@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 def recipe(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHON": sys.executable, "DATA_DIR": str(tmp_path / "data"),
                "RUN_DIR": str(tmp_path / "run"), "HOME": str(tmp_path), **env}
-    for knob in ("TAU_POS", "TAU_NEG", "TAU_FROM_CLIP", "STEPS", "STEPS_PER_BATCH", "TRAIN_BATCH", "NGPUS"):
+    for knob in ("TAU_POS", "TAU_NEG", "TAU_FROM_CLIP", "STEPS", "STEPS_PER_BATCH", "TRAIN_BATCH", "NGPUS", "DRY_RUN",
+                 "GATE_MODULE", "COLD_START_SEED"):
         if knob not in env:
             environ.pop(knob, None)
     return subprocess.run(["bash", "recipes/cpu_tiny.sh", *args], cwd=REPO, env=environ, capture_output=True,
@@ -30,9 +31,10 @@ def test_no_argument_prints_one_usage_line_with_the_methods_of_the_table(tmp_pat
     proc = recipe(tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("usage: bash recipes/cpu_tiny.sh <method> [hydra overrides...]")
-    assert line.endswith(f"(methods: {' '.join(METHODS)})")
+    assert line.startswith("usage: bash recipes/cpu_tiny.sh <method> [hydra overrides...]; methods: ")
+    assert f"methods: {' '.join(METHODS)}, sspo_<gate>" in line
     assert "line " not in line  # bash's own `line 9: 1: usage` form
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("args, env, named", [
@@ -42,6 +44,7 @@ def test_no_argument_prints_one_usage_line_with_the_methods_of_the_table(tmp_pat
     (["sspo"], {"STEPS": "0"}, "STEPS='0'"),
     (["sspo"], {"STEPS_PER_BATCH": "x"}, "STEPS_PER_BATCH='x'"),
     (["sspo"], {"COLD_START_SEED": "-1"}, "COLD_START_SEED='-1'"),
+    (["sspo"], {"DRY_RUN": "yes"}, "DRY_RUN='yes'"),
 ])
 def test_a_bad_method_or_knob_stops_before_any_work(tmp_path, args, env, named):
     proc = recipe(tmp_path, *args, **env)
