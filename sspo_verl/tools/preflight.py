@@ -88,6 +88,7 @@ class Settings:
     tau_pos: object
     tau_neg: object
     loss_agg_mode: str
+    knobs: dict  # every actor key the loss modes' config checks read (clip ratios, temperatures): actor_knob_keys()
     external_lib: Optional[str]
     verl_spec: str  # the verl range sspo-verl supports, e.g. ">=0.9.1,<0.10"
     plugin_version: str  # the driver's sspo-verl: every node must run the same
@@ -109,12 +110,22 @@ def supported_verl(dist: str = DIST) -> str:
     raise PreflightError(f"{dist}'s metadata declares no verl requirement; reinstall it: pip install -e <checkout>")
 
 
+def actor_knob_keys() -> list[str]:
+    """The actor keys that the plugin's config check reads for some loss mode: SSPO's temperatures and the
+    baselines' settings (loss/knobs.py's rules, with the keys verl falls back to)."""
+    from ..loss.knobs import KNOB_RULES
+
+    rules = [rule for rules in KNOB_RULES.values() for rule in rules]
+    return sorted({"tau_pos", "tau_neg"} | {r.key for r in rules} | {r.fallback for r in rules if r.fallback})
+
+
 def settings_from_config(cfg) -> Settings:
     """The checked keys of a composed `ppo_trainer` config (a DictConfig)."""
     actor = cfg.actor_rollout_ref.actor
     return Settings(
         loss_mode=str(actor.policy_loss.loss_mode), tau_pos=actor.get("tau_pos"), tau_neg=actor.get("tau_neg"),
-        loss_agg_mode=str(actor.loss_agg_mode), external_lib=cfg.actor_rollout_ref.model.get("external_lib"),
+        loss_agg_mode=str(actor.loss_agg_mode), knobs={k: actor.get(k) for k in actor_knob_keys()},
+        external_lib=cfg.actor_rollout_ref.model.get("external_lib"),
         verl_spec=supported_verl(), plugin_version=importlib.metadata.version(DIST),
     )
 
@@ -163,11 +174,11 @@ def import_failure(external_lib) -> Optional[str]:
 
 
 def config_problem(s) -> Optional[tuple[str, str]]:
-    """The plugin's own config check (gate, temperatures) on this interpreter: (what, fix) or None."""
+    """The plugin's own config check on this interpreter (an SSPO gate and its temperatures, a baseline's
+    settings), on the actor keys it reads: (what, fix) or None."""
     from sspo_verl.loss.plugin import check_actor_config
 
-    actor = SimpleNamespace(policy_loss={"loss_mode": s.loss_mode}, tau_pos=s.tau_pos, tau_neg=s.tau_neg,
-                            loss_agg_mode=s.loss_agg_mode)
+    actor = SimpleNamespace(policy_loss={"loss_mode": s.loss_mode}, loss_agg_mode=s.loss_agg_mode, **s.knobs)
     try:
         check_actor_config(actor)
     except ValueError as exc:
@@ -259,7 +270,20 @@ def node_line(ip: str, report: dict, s: Settings) -> str:
         return f"{head}: {what} — fix: {fix}"
     lib = f" (external_lib={s.external_lib})" if s.external_lib and s.external_lib != "sspo_verl" else ""
     return (f"{head}: ok — verl {report['verl']}, {DIST} {report['plugin']}, loss_mode={s.loss_mode} registered"
-            f"{lib}, tau_pos={s.tau_pos} tau_neg={s.tau_neg}, python {report['python']}")
+            f"{lib}, {loss_settings(s)}python {report['python']}")
+
+
+def loss_settings(s) -> str:
+    """'key=value ..., ' for the settings the loss mode reads: a baseline's own (loss/knobs.py), SSPO's temperatures."""
+    from ..loss.knobs import KNOB_RULES
+
+    if s.loss_mode in KNOB_RULES:
+        keys = [rule.key for rule in KNOB_RULES[s.loss_mode]]
+    elif s.loss_mode.startswith("sspo"):
+        keys = ["tau_pos", "tau_neg"]
+    else:  # a loss of the user's own: its settings are its business
+        return ""
+    return " ".join(f"{key}={s.knobs.get(key)}" for key in keys) + ", "
 
 
 def summary(reports: dict[str, dict], s: Settings) -> tuple[list[str], list[str]]:

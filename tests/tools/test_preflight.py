@@ -16,6 +16,7 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
 from sspo_verl.tools import preflight
 from sspo_verl.loss.gates import GATES
+from sspo_verl.loss.methods import METHODS, hydra_overrides
 from sspo_verl.loss.plugin import SUPPORTED_VERL
 
 A = "actor_rollout_ref.actor"
@@ -50,6 +51,28 @@ def test_bad_overrides_fail_on_the_driver_before_any_node_is_asked(overrides, me
     with pytest.raises(preflight.PreflightError) as err:
         preflight.settings_from_overrides(overrides)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not METHODS[m]["loss_mode"].startswith("sspo")])
+def test_every_baseline_passes_the_driver_and_node_checks_with_the_tables_settings(method):
+    """The preflight checks a baseline's own settings (its clip ratios or temperatures) on every node, as the driver
+    does: it must carry them (a preflight that knew only SSPO's temperatures refused every baseline)."""
+    settings = preflight.settings_from_overrides(hydra_overrides(method))
+    report = preflight.check_node(asdict(settings))
+    assert report["problem"] is None
+    assert {"clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "tau_pos"} <= set(settings.knobs)
+    line = preflight.node_line("10.0.0.1", report, settings)  # the settings this loss reads, not SSPO's
+    table = METHODS[method]
+    shown = [f"{k}={table[k]}" for k in ("clip_ratio_low", "clip_ratio_high", "tau_pos", "tau_neg") if k in table]
+    assert all(item in line for item in shown) and ("tau_pos" in line) is ("tau_pos" in table), line
+
+
+def test_a_baselines_bad_setting_fails_the_preflight_naming_the_key():
+    with pytest.raises(preflight.PreflightError, match=rf"loss_mode=vanilla: {A}.clip_ratio_c=1.0 must be a number > 1"):
+        preflight.settings_from_overrides(hydra_overrides("grpo_dapo") + [f"{A}.clip_ratio_c=1.0"])
+    settings = preflight.settings_from_overrides(hydra_overrides("gmpo"))
+    sent = {**asdict(settings), "knobs": {**settings.knobs, "clip_ratio_low": -0.1}}  # as a node would receive it
+    assert "clip_ratio_low=-0.1 must be a number >= 0" in preflight.check_node(sent)["problem"][0]
 
 
 def test_a_users_gate_registered_by_external_lib_passes_and_a_missing_module_is_named(tmp_path, monkeypatch):
