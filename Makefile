@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU torch build first, so verl's torch requirement is already met (no multi-GB CUDA build)
-	$(PY) -m pip install -q torch==2.13.0 --index-url $(TORCH_INDEX)
+	$(PY) -m pip install -q torch==2.13.0 --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

@@ -1,9 +1,10 @@
 """The README's install lines, read from README.md itself, give a Python that runs a recipe: a fresh venv built with
-exactly those lines, then `bash recipes/cpu_tiny.sh sspo` for 2 steps in it (verl's main_ppo on CPU: Ray, the agent
-and reward loops, FSDP2, the trainer).
+exactly those lines, then the README's first recipe block (`bash recipes/cpu_tiny.sh sspo`: verl's main_ppo on
+CPU, with Ray, the agent and reward loops, FSDP2 and the trainer) in it, shortened to 2 steps (STEPS=2).
 
-The install block is the first ```bash block of the README's "## Install" section; the docs runner skips it
-(installing into the project's venv would replace its editable install) and names this test instead.
+The install block is the first ```bash block of the README's "## Install" section, the recipe block the first of
+"## Recipes"; the docs runner skips both (installing into the project's venv would replace its editable install)
+and names this test instead.
 """
 
 from __future__ import annotations
@@ -25,27 +26,35 @@ pytestmark = pytest.mark.slow
 STEPS = 2
 
 
-def readme_install_block() -> str:
-    """The source of the first bash block under "## Install" in README.md."""
+def readme_block(section: str) -> str:
+    """The source of the first bash block under "## <section>" in README.md."""
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
-    section = re.search(r"^## Install\n", text, re.M)
-    assert section, "README.md has no '## Install' section"
-    end = re.search(r"^## ", text[section.end():], re.M)
-    section_end = section.end() + (end.start() if end else len(text))
+    head = re.search(rf"^## {re.escape(section)}\n", text, re.M)
+    assert head, f"README.md has no '## {section}' section"
+    end = re.search(r"^## ", text[head.end():], re.M)
+    section_end = head.end() + (end.start() if end else len(text))
     for example in docs_sybil.parse(readme).examples():
-        if section.end() <= example.start < section_end and example.region.lexemes.get("arguments") == "bash":
+        if head.end() <= example.start < section_end and example.region.lexemes.get("arguments") == "bash":
             return example.parsed
-    raise AssertionError("README.md's Install section has no ```bash block")
+    raise AssertionError(f"README.md's {section} section has no ```bash block")
+
+
+def readme_install_block() -> str:
+    return readme_block("Install")
+
+
+def commands(block: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
 
 
 def test_the_install_block_is_pip_lines_only():
     """What the fresh-venv test runs: pip lines and comments, nothing that reaches outside the venv."""
-    lines = [line.split("#")[0].strip() for line in readme_install_block().splitlines()]
-    commands = [line for line in lines if line]
-    assert commands and all(line.startswith("pip install ") for line in commands), commands
-    assert any("torch" in line for line in commands), "torch first: verl's requirement would pull a CUDA build"
-    assert any(re.search(r"pip install .*'\.\[", line) for line in commands), "the repository itself"
+    lines = commands(readme_install_block())
+    assert lines and all(line.startswith("pip install ") for line in lines), lines
+    assert "torch" in lines[0], "torch first: verl's requirement would pull a CUDA build"
+    assert any(re.search(r"pip install .*'\.\[", line) for line in lines), "the repository itself"
+    assert commands(readme_block("Recipes")) == ["bash recipes/cpu_tiny.sh sspo"], "what the fresh venv runs"
 
 
 def test_readme_install_then_cpu_tiny(tmp_path):
@@ -70,8 +79,8 @@ def test_readme_install_then_cpu_tiny(tmp_path):
     assert where.returncode == 0 and where.stdout.split()[0] == str(env_dir), where.stdout + where.stderr
     assert str(sandbox) not in where.stdout.split()[1] and str(env_dir) in where.stdout.split()[1]
 
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(["bash", "recipes/cpu_tiny.sh", "sspo", f"trainer.test_freq={STEPS}"], cwd=sandbox,
+    run_dir = tmp_path / "run"  # the recipe's RUN_DIR, else runs/cpu_tiny/sspo in the copy
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-s"], input=readme_block("Recipes"), cwd=sandbox,
                           env={**env, "STEPS": str(STEPS), "RUN_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"},
                           capture_output=True, text=True, timeout=1200)
     output = proc.stdout + proc.stderr
