@@ -74,6 +74,12 @@ def drift_by_index(runs: dict[int, list[dict]]) -> dict[str, list[float]]:
     return out
 
 
+def mean_response_tokens(records: list[dict]) -> float:
+    """The mean response length in tokens (EOS included) over every rollout of the records' runs and steps."""
+    lengths = [r["response_len"] for r in records if "response_len" in r]
+    return float(np.mean(lengths)) if lengths else float("nan")
+
+
 def mean_std(values) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), float("nan"))
