@@ -1,11 +1,13 @@
 """Soft Sequence Policy Optimization (arXiv 2602.19327) as a verl plugin.
 
-The loss modes `sspo` and `sspo_<gate>` are registered in verl's POLICY_LOSS_REGISTRY by `sspo_verl.loss.plugin`, which
+The loss modes `sspo`, `sspo_<gate>` and `sspo_sapo` are registered in verl's POLICY_LOSS_REGISTRY by `sspo_verl.loss.plugin`, which
 verl's `verl.plugins` entry point imports in every process at `import verl`. `import sspo_verl` also registers them
 when verl is already loaded (as with `actor_rollout_ref.model.external_lib=sspo_verl`).
 
 Importing the package itself is light (no torch, no verl), so `sspo_verl.rewards` and `sspo_verl.data` cost a
-reward worker nothing; the public names below load the plugin on first use.
+reward worker nothing; the public names below load the plugin on first use, and always reflect what is registered
+(`LOSS_MODES` is read from verl's registry on each access, `GATES` is the live table). Their user errors are
+`sspo_verl.errors.SSPOError`s.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .gates import GATES, Gate
+from .gates import GATES, SAPO_GATE, Gate, sapo_log_f_and_weight
 from .objective import CLIP_WEIGHT, SSPOStats
 
 _SQRT_PI_2 = math.sqrt(math.pi) / 2.0
@@ -52,10 +52,11 @@ def _softsign(x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return log_g, d.square_().reciprocal_()  # w = 1 / (1 + tau |x|)^2
 
 
-FUSED_GATES: dict[str, Callable] = {"arctan": _arctan, "sigmoid": _sigmoid, "erf": _erf, "softsign": _softsign}
+FUSED_GATES: dict[str, Callable] = {"arctan": _arctan, "sigmoid": _sigmoid, "erf": _erf, "softsign": _softsign,
+                                    "sapo": sapo_log_f_and_weight}  # sspo_sapo: its own one-pass function
 
 
-_BUILTIN = dict(GATES)  # the gate objects the kernels above implement
+_BUILTIN = {**GATES, "sapo": SAPO_GATE}  # the gate objects the kernels above implement
 
 
 def _log_g_and_weight(gate: Gate, x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,14 +78,18 @@ class _SSPOTokenLoss(torch.autograd.Function):
         pos = adv > 0  # (B, T) bool: tau_pos tokens
         tau = torch.where(pos, torch.tensor(tau_pos, dtype=dtype), torch.tensor(tau_neg, dtype=dtype))  # (B, T)
 
-        log_g, w = _log_g_and_weight(gate, x, tau)  # (B, T) each; log g(0) = 0, w(0) = 1 at padding
+        log_g, w = _log_g_and_weight(gate, x, tau)  # (B, T) each; log g(0) = 0, w(0) = 1 at padding (SSPO gates)
         del tau
         n_tok_row = torch.count_nonzero(mask, dim=-1)  # (B,) no int64 copy of the mask, unlike sum
+        if gate.log_g_at_one is not None:  # sspo_sapo: log f(1) = log(2 / tau) != 0 at padding
+            log_g.masked_fill_(~mask, 0.0)
         log_s = log_g.sum(-1) / n_tok_row.clamp(min=1)  # (B,) eq. 10
         s = torch.exp(log_s)  # (B,)
         loss_mat = torch.mul(adv, s.neg().unsqueeze(-1), out=log_g)  # (B, T) value -s_i A_it, reuses log_g
 
-        stats = _fused_stats(x, adv, pos, w, mask, n_tok_row, s)
+        w_stat, s_stat = _normalized(gate, w, s, pos, mask, n_tok_row, tau_pos, tau_neg)
+        stats = _fused_stats(x, adv, pos, w_stat, mask, n_tok_row, s_stat)
+        del w_stat
         coef = w.mul_(loss_mat)  # (B, T) d L_it / d log pi_it = -s_i A_it w_it, reuses w
         ctx.save_for_backward(coef)
         ctx.in_dtype = log_prob.dtype
@@ -98,6 +103,18 @@ class _SSPOTokenLoss(torch.autograd.Function):
 
 
 _STAT_FIELDS = list(SSPOStats.__dataclass_fields__)
+
+
+def _normalized(gate, w, s, pos, mask, n_tok_row, tau_pos, tau_neg):
+    """(w, s) as the stats report them: unchanged for an SSPO gate; for an unnormalized one (sspo_sapo) w g(1) and
+    s / g(1), so that 1 means on-policy (objective.py), with w = 1 exactly at padding as _fused_stats assumes."""
+    if gate.log_g_at_one is None:
+        return w, s
+    c_pos, c_neg = gate.log_g_at_one(tau_pos), gate.log_g_at_one(tau_neg)  # log g(1), two scalars
+    log_at_one = torch.where(pos, torch.tensor(c_pos, dtype=w.dtype), torch.tensor(c_neg, dtype=w.dtype))  # (B, T)
+    w_stat = torch.where(mask, w * log_at_one.exp(), 1.0)  # (B, T)
+    log_s_at_one = log_at_one.masked_fill_(~mask, 0.0).sum(-1) / n_tok_row.clamp(min=1)  # (B,)
+    return w_stat, s * torch.exp(-log_s_at_one)
 
 
 @torch.no_grad()

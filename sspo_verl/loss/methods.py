@@ -1,6 +1,7 @@
 """The compared methods and their actor settings: the one table the recipes, the testbed and the demo read.
 
-A method is a loss mode plus the hyperparameters the paper's baselines use (docs/REPRODUCE.md). The testbed and the
+A method is a loss mode plus the hyperparameters the paper's baselines use (docs/REPRODUCE.md); `sspo_sapo` is the
+paper's first objective (SAPO's gate inside SSPO's geometric mean, docs/GATES.md). The testbed and the
 demo build verl's actor config from it; the recipes (recipes/lib/methods.sh) print its Hydra lines with
 `python -m sspo_verl.tools.method_lines <method>`.
 """
@@ -19,6 +20,8 @@ METHODS: dict[str, dict] = {
     "sapo": dict(loss_mode="sapo", tau_pos=TAU_POS, tau_neg=TAU_NEG, loss_agg_mode=_PAPER_AGG),
     **{mode: dict(loss_mode=mode, tau_pos=TAU_POS, tau_neg=TAU_NEG, loss_agg_mode=_PAPER_AGG)
        for mode in ["sspo"] + [f"sspo_{gate}" for gate in SSPO_GATES]},
+    # the paper's first objective: SAPO's gate f(r) = (4/tau) sigmoid(tau (r - 1)) inside the geometric mean
+    "sspo_sapo": dict(loss_mode="sspo_sapo", tau_pos=TAU_POS, tau_neg=TAU_NEG, loss_agg_mode=_PAPER_AGG),
 }
 
 

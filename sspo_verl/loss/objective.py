@@ -16,6 +16,10 @@ seq-mean-token-mean it is eq. 10 in value and eq. 13 in gradient. With sequence-
 
 Temperature per token: tau_pos where A_it > 0, else tau_neg (as in verl's SAPO).
 
+The same function runs `sspo_sapo` (gates.SAPO_GATE: f(1) = 2/tau, w(1) = tau/2, so s_i w = 1 on-policy). Its
+diagnostics are normalized so that 1 means on-policy for every mode: the token weight w f(1) = w 2/tau, the sequence
+weight s_i / f(1) = s_i tau/2 (their product is s_i w, the real per-token factor); "clipped" is w f(1) < 1/2.
+
 Nothing here knows verl. No ratio clamp: every gate's log g is bounded (gates.py, requirement iv).
 """
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import SSPOError
 from .gates import Gate
 
 # Token weights below this count as "soft-clipped": the gate passes less than half of their gradient.
@@ -37,7 +42,7 @@ NO_TOKEN_STATS = {"ppo_kl": 0.0, "w_mean": 1.0, "w_min": 1.0, "w_frac_clipped": 
                   "clipfrac_neg": 0.0, "s_mean": 1.0, "s_min": 1.0, "s_max": 1.0, "log_ratio_abs_max": 0.0, "n_bad": 0.0}
 
 
-class SSPOInputError(ValueError):
+class SSPOInputError(SSPOError):
     """Inputs the loss cannot be computed from (NaN or inf at a valid token)."""
 
 
@@ -125,6 +130,10 @@ def _stats(
     one = torch.ones((), dtype=x.dtype, device=x.device)
 
     w = gate.weight(x, tau)  # (B, T)
+    if gate.log_g_at_one is not None:  # an unnormalized gate (sspo_sapo): report w g(1) and s / g(1), 1 = on-policy
+        log_at_one = gate.log_g_at_one(tau)  # (B, T)
+        w = w * torch.exp(log_at_one)
+        log_s = log_s - sequence_log_weight(torch.where(mask, log_at_one, 0), mask)
     clipped = (w < CLIP_WEIGHT) & mask  # (B, T)
     s = torch.exp(log_s)  # (B,)
     bad = mask & ~(torch.isfinite(raw_log_ratio) & torch.isfinite(adv))  # (B, T)

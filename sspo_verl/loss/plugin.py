@@ -4,6 +4,7 @@ This is the only module that touches verl internals for the loss. It registers
 
     sspo            the paper's main gate (arctan, Cauchy-shaped)
     sspo_<gate>     one mode per gate in `gates.GATES` (arctan, sigmoid, erf, softsign, and user gates)
+    sspo_sapo       the paper's first objective: SAPO's ratio-space gate inside the geometric mean (gates.SAPO_GATE)
 
 Each mode follows verl's policy-loss contract (`verl.workers.utils.losses.ppo_loss` calls it by keyword)
 and aggregates only through verl's `agg_loss(..., **config.global_batch_info)`, so the loss and its
@@ -37,8 +38,10 @@ try:
 except ModuleNotFoundError as exc:  # say what to install, not just the missing name
     raise missing_dependency(exc) from exc
 
-from .gates import DEFAULT_GATE, GATES, Gate, check_gate, get_gate
+from .gates import DEFAULT_GATE, GATES, RESERVED_GATES, Gate, GateError, UnknownGateError, check_gate, get_gate
 from .fused import sspo_token_loss_fused
+from .knobs import RECIPE_KNOBS_ENV, ConfigError, MisplacedKeyError, check_knobs, recipe_knob  # noqa: F401 (public)
+from .knobs import from_knob as _from_knob
 from .objective import SSPOInputError, describe_bad_inputs, sspo_token_loss
 
 logger = logging.getLogger("sspo_verl.loss.plugin")  # a child of "sspo_verl": silencing it leaves the rewards' warnings
@@ -51,8 +54,17 @@ MAX_LOG_SEQ_WEIGHT = 60.0
 INSTALL_HINT = "pip install sspo-verl (the `sspo_verl` package) into the Python that runs verl, on every node"
 
 # The fused path is the default; SSPO_VERL_IMPL=reference runs the readable reference (same math, slower).
+IMPLEMENTATION_ENV = "SSPO_VERL_IMPL"
 IMPLEMENTATIONS = {"fused": sspo_token_loss_fused, "reference": sspo_token_loss}
-IMPLEMENTATION = os.environ.get("SSPO_VERL_IMPL", "fused")  # checked in register_loss_modes (loudly)
+IMPLEMENTATION = os.environ.get(IMPLEMENTATION_ENV) or "fused"  # (empty = unset) checked in register_loss_modes, loudly
+
+
+def check_implementation(value: str) -> None:
+    if value not in IMPLEMENTATIONS:
+        raise ConfigError(
+            f"{IMPLEMENTATION_ENV}={value!r} is not an implementation of the SSPO loss: set {IMPLEMENTATION_ENV}=fused "
+            f"(the default) or {IMPLEMENTATION_ENV}=reference (the readable reference, same math, slower), or unset "
+            f"it, in the environment of every process that runs verl.")
 
 _warned: set[tuple] = set()
 _collected: Optional[list[str]] = None  # set by collect_warnings
@@ -77,30 +89,6 @@ def collect_warnings():
         _collected = previous
 
 
-# The recipes (recipes/lib/run.sh) name the environment variable behind a Hydra key they set from one, when the
-# user did not set the key again: "key=VAR;key=VAR". Errors about that key then name the variable too.
-RECIPE_KNOBS_ENV = "SSPO_RECIPE_KNOBS"
-
-
-def recipe_knob(key: str) -> Optional[str]:
-    """The recipe's environment variable that set `key` (e.g. TAU_POS for actor_rollout_ref.actor.tau_pos)."""
-    for item in os.environ.get(RECIPE_KNOBS_ENV, "").split(";"):
-        name, _, variable = item.partition("=")
-        if name.strip() == key and variable.strip():
-            return variable.strip()
-    return None
-
-
-def _from_knob(key: str, how: str = "") -> str:
-    """' This value comes from the recipe's environment variable VAR=...: set VAR ...' or ''."""
-    variable = recipe_knob(key)
-    if variable is None:
-        return ""
-    value = os.environ.get(variable)
-    shown = f"={value!r}" if value is not None else ""
-    return f" This value comes from the recipe's environment variable {variable}{shown}: set {variable}{how} instead."
-
-
 # ---------------------------------------------------------------------------------------------------
 # Loss modes <-> gates
 # ---------------------------------------------------------------------------------------------------
@@ -108,6 +96,11 @@ def _from_knob(key: str, how: str = "") -> str:
 
 def loss_mode_for(gate_name: str) -> str:
     return f"{LOSS_MODE_PREFIX}_{gate_name}"
+
+
+def has_gate(gate_name: str) -> bool:
+    """Whether loss mode sspo_<gate_name> has a gate: a registered SSPO gate or a reserved one (sapo)."""
+    return gate_name in GATES or gate_name in RESERVED_GATES
 
 
 def gate_for_loss_mode(loss_mode: str) -> Optional[str]:
@@ -120,7 +113,7 @@ def gate_for_loss_mode(loss_mode: str) -> Optional[str]:
 
 
 def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, float]:
-    """Validate tau_pos / tau_neg for `gate`; return them as floats or raise a ValueError with the fix."""
+    """Validate tau_pos / tau_neg for `gate`; return them as floats or raise a ConfigError with the fix."""
     taus = {}
     for key, value in (("tau_pos", tau_pos), ("tau_neg", tau_neg)):
         fix = f"set actor_rollout_ref.actor.{key}=<a positive number>, e.g. {key}=1.0"
@@ -128,14 +121,14 @@ def check_temperatures(gate: Gate, tau_pos: Any, tau_neg: Any) -> tuple[float, f
         try:
             tau = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.{knob}") from None
+            raise ConfigError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} is not a number; {fix}.{knob}") from None
         if not (math.isfinite(tau) and tau > 0):
-            raise ValueError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.{knob}")
-        bound = gate.bound(tau)
+            raise ConfigError(f"SSPO: actor_rollout_ref.actor.{key}={value!r} must be a finite number > 0; {fix}.{knob}")
+        bound = gate.max_log_g(tau)
         if bound > MAX_LOG_SEQ_WEIGHT:
             candidates = (10.0 ** (k / 10) for k in range(-60, 61))
-            tau_min = next((t for t in candidates if gate.bound(t) <= MAX_LOG_SEQ_WEIGHT), None)
-            raise ValueError(
+            tau_min = next((t for t in candidates if gate.max_log_g(t) <= MAX_LOG_SEQ_WEIGHT), None)
+            raise ConfigError(
                 f"SSPO: actor_rollout_ref.actor.{key}={tau} is too small for the {gate.name} gate: the sequence weight "
                 f"could reach exp({bound:.3g}); SSPO keeps it under exp({MAX_LOG_SEQ_WEIGHT:g}) so sums stay finite "
                 f"in float32. " + (f"Use {key} >= {tau_min:.3g}." if tau_min else f"Use a larger {key}.") + knob
@@ -161,9 +154,9 @@ def _warn_agg_mode(loss_mode: str, loss_agg_mode: str) -> None:
         )
 
 
-def unknown_gate(loss_mode: str, gate_name: str, external_lib: Optional[str] = None) -> ValueError:
+def unknown_gate(loss_mode: str, gate_name: str, external_lib: Optional[str] = None) -> UnknownGateError:
     imported = f" after importing external_lib={external_lib}" if external_lib else ""
-    return ValueError(
+    return UnknownGateError(
         f"SSPO: actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} names gate {gate_name!r}, which is not "
         f"registered{imported}. Known SSPO loss modes: {sorted(registered_loss_modes())}. For a gate of your own, "
         f"register it with sspo_verl.register_gate(...) in a module that every worker imports "
@@ -173,18 +166,21 @@ def unknown_gate(loss_mode: str, gate_name: str, external_lib: Optional[str] = N
 def check_actor_config(config: Any, unknown_gate_later: bool = False) -> None:
     """Config-time check of an actor config (verl ActorConfig or a DictConfig with the same keys).
 
-    Does nothing for loss modes that are not SSPO's. For SSPO modes: the gate exists, the temperatures
-    are valid, and a warning (once) when the aggregation is not the paper's.
+    For verl's baselines (vanilla, gspo, geo_mean, sapo): the settings their loss reads (knobs.KNOB_RULES). For SSPO
+    modes: the gate exists, the temperatures are valid, and a warning (once) when the aggregation is not the paper's.
     unknown_gate_later: skip the checks of a gate that is not registered yet (the launch check raises, after it
     has imported `external_lib`, where a gate of the user's own registers).
     """
     loss_mode = config.policy_loss.get("loss_mode", "vanilla") if config.policy_loss is not None else "vanilla"
     gate_name = gate_for_loss_mode(loss_mode)
-    if gate_name is None or (unknown_gate_later and gate_name not in GATES):
+    if gate_name is None:
+        check_knobs(config, loss_mode)
         return
-    if gate_name not in GATES:
+    if unknown_gate_later and not has_gate(gate_name):
+        return
+    if not has_gate(gate_name):
         raise unknown_gate(loss_mode, gate_name)
-    check_temperatures(GATES[gate_name], config.tau_pos, config.tau_neg)
+    check_temperatures(get_gate(gate_name), config.tau_pos, config.tau_neg)
     _warn_agg_mode(loss_mode, config.loss_agg_mode)
 
 
@@ -208,7 +204,7 @@ def make_policy_loss(gate_name: str, loss_mode: Optional[str] = None):
         rollout_is_weights: Optional[torch.Tensor] = None,  # (B, T)
     ) -> tuple[torch.Tensor, dict[str, float]]:
         if config is None:
-            raise ValueError(f"SSPO loss {loss_mode} needs the actor config (config=...) for tau_pos / tau_neg.")
+            raise ConfigError(f"SSPO loss {loss_mode} needs the actor config (config=...) for tau_pos / tau_neg.")
         tau_pos, tau_neg = check_temperatures(gate, config.tau_pos, config.tau_neg)
         _warn_agg_mode(loss_mode, loss_agg_mode)
 
@@ -262,15 +258,22 @@ def register_gate(name: str, log_g, weight, bound, formula: str = "", replace: b
     (actor_rollout_ref.model.external_lib=<that module>).
     """
     if not isinstance(name, str) or not GATE_NAME.fullmatch(name):
-        raise ValueError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
+        raise GateError(f"SSPO gate name {name!r} is not usable: it becomes the loss mode sspo_<name>, so use "
                          f"lowercase letters, digits and '_' only (e.g. 'algebraic').")
     mode = loss_mode_for(name)
+    if name in RESERVED_GATES:
+        raise GateError(f"SSPO gate name {name!r} is taken: the loss mode {mode} is built in "
+                         f"({RESERVED_GATES[name].formula.split(':')[0]}, the paper's first objective) and a gate of "
+                         f"that name would shadow it; pick another name (e.g. '{name}_v2').")
     if name in GATES and not replace:
         modes = [mode] + ([LOSS_MODE_PREFIX] if name == DEFAULT_GATE else [])
-        raise ValueError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
+        raise GateError(f"SSPO gate {name!r} is already registered (loss modes {', '.join(modes)}); pick another "
                          f"name, or pass replace=True to replace it.")
     gate = Gate(name, log_g, weight, bound, formula or f"user gate {name}")
-    check_gate(gate)
+    try:
+        check_gate(gate)
+    except GateError as exc:
+        raise type(exc)(f"{exc}. The gate is not registered; the requirements are in docs/GATES.md (Custom gates).") from exc
     GATES[name] = gate
     register_policy_loss(mode)(make_policy_loss(name))
     if name == DEFAULT_GATE:
@@ -283,7 +286,7 @@ MINI_BATCH_KEY, TRAIN_BATCH_KEY = "actor_rollout_ref.actor.ppo_mini_batch_size",
 
 def check_batch_settings(train_batch_size: Any, ppo_mini_batch_size: Any, rollout_n: Any, ppo_epochs: Any = 1,
                          loss_mode: str = "vanilla") -> list[str]:
-    """Launch-time check of the rollout batch split, for every loss mode; returns warnings, raises ValueError.
+    """Launch-time check of the rollout batch split, for every loss mode; returns warnings, raises ConfigError.
 
     Errors: values verl cannot train with, which it reports late or not at all (a mini-batch of 0, no responses
     per prompt, a mini-batch that does not divide the rollout batch: its workers assert that after loading the
@@ -295,14 +298,14 @@ def check_batch_settings(train_batch_size: Any, ppo_mini_batch_size: Any, rollou
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             is_mini = key == MINI_BATCH_KEY
-            raise ValueError(f"{key}={value!r} must be a whole number >= 1" + (
+            raise ConfigError(f"{key}={value!r} must be a whole number >= 1" + (
                 f"; {_mini_batch_fix(train_batch_size)}" if is_mini else ".") + _from_knob(key, steps_knob if is_mini else ""))
     if ppo_mini_batch_size > train_batch_size:
-        raise ValueError(f"{MINI_BATCH_KEY}={ppo_mini_batch_size} is larger than {TRAIN_BATCH_KEY}={train_batch_size}: "
+        raise ConfigError(f"{MINI_BATCH_KEY}={ppo_mini_batch_size} is larger than {TRAIN_BATCH_KEY}={train_batch_size}: "
                          f"a mini-batch is a part of one rollout batch; {_mini_batch_fix(train_batch_size)}"
                          + _from_knob(MINI_BATCH_KEY, steps_knob))
     if train_batch_size % ppo_mini_batch_size:
-        raise ValueError(
+        raise ConfigError(
             f"{MINI_BATCH_KEY}={ppo_mini_batch_size} does not divide {TRAIN_BATCH_KEY}={train_batch_size} (verl's "
             f"workers assert it, after the models have loaded); {_mini_batch_fix(train_batch_size)}"
             + _from_knob(MINI_BATCH_KEY, steps_knob))
@@ -332,10 +335,10 @@ def check_loss_mode_registered(loss_mode: str, external_lib: Optional[str]) -> N
 
         import_external_libs(external_lib)
     gate_name = gate_for_loss_mode(loss_mode)
-    if gate_name is not None and gate_name not in GATES:
+    if gate_name is not None and not has_gate(gate_name):
         raise unknown_gate(loss_mode, gate_name, external_lib)
     if loss_mode not in POLICY_LOSS_REGISTRY:
-        raise ValueError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} is not registered; known: "
+        raise ConfigError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode} is not registered; known: "
                          f"{sorted(POLICY_LOSS_REGISTRY)}. A loss of your own must be registered by a module named in "
                          f"actor_rollout_ref.model.external_lib.")
 
@@ -382,7 +385,7 @@ def _extend_config_validation() -> None:
     def __init__(self, *args, **kwargs):
         misplaced = sorted({"tau_pos", "tau_neg"} & set(kwargs))
         if misplaced:
-            raise TypeError(
+            raise MisplacedKeyError(
                 f"actor_rollout_ref.actor.policy_loss has no key {misplaced[0]}: the temperatures are actor keys. "
                 f"Use actor_rollout_ref.actor.{misplaced[0]}=<value> (no '+', not under policy_loss)."
             )
@@ -395,12 +398,11 @@ def register_loss_modes() -> list[str]:
     """Register `sspo` and every `sspo_<gate>`; idempotent. Failures are logged at ERROR before raising,
     because verl's entry-point loader swallows plugin exceptions at DEBUG level."""
     try:
-        if IMPLEMENTATION not in IMPLEMENTATIONS:
-            raise ValueError(f"SSPO_VERL_IMPL={IMPLEMENTATION!r}: use one of {sorted(IMPLEMENTATIONS)}")
+        check_implementation(IMPLEMENTATION)
         version = metadata.version("verl")
         if Version(version) not in SUPPORTED_VERL:
             _warn_once(("verl_version",), f"sspo_verl is tested with verl{VERL_RANGE}; found verl {version}.")
-        for name in GATES:
+        for name in [*GATES, *RESERVED_GATES]:  # sspo_<gate>, and sspo_sapo
             register_policy_loss(loss_mode_for(name))(make_policy_loss(name))
         register_policy_loss(LOSS_MODE_PREFIX)(make_policy_loss(DEFAULT_GATE, LOSS_MODE_PREFIX))
         _extend_config_validation()
@@ -415,4 +417,10 @@ def register_loss_modes() -> list[str]:
 
 
 # verl's entry point (`sspo = sspo_verl.loss.plugin`) imports this module in every process: register on import.
-LOSS_MODES = register_loss_modes()
+register_loss_modes()
+
+
+def __getattr__(name: str):
+    if name == "LOSS_MODES":  # computed on each access, so a gate registered later is in it (and a removed one not)
+        return registered_loss_modes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,11 @@ built-in gate's weight is a function of tau |x| alone, so the rule has a closed 
 SAPO's gate lives in ratio space: its gradient is 4 sigma(tau (r - 1)) sigma(-tau (r - 1)) times the unclipped
 PPO gradient, sech^2(tau (r - 1) / 2), so c = 1.7627 with |r_edge - 1| (= eps) in place of |x_edge|.
 
+`sspo_sapo` (SAPO's gate inside SSPO's geometric mean) calibrates as `sapo` does. SSPO's rule cannot serve: its
+normalized weight 2 r sigmoid(-tau (r - 1)) stays above r for r < 1 whatever tau (0.8 at r = 0.8), so no tau_neg
+halves it there. SAPO's rule is exact where the two objectives meet: for a one-token response sspo_sapo is SAPO
+(s_i w = r f'(r), the same factor), so the same temperatures give the same gate (docs/GATES.md, "sspo_sapo").
+
 A gate added with `sspo_verl.register_gate` gets a numerical solve (`solve_tau`), which assumes that at a fixed
 edge x the weight falls continuously and strictly from above 1/2 to below it as tau grows from 1e-6 to 1e6; it
 checks that on a grid and raises `CalibrationError` when it does not hold.
@@ -29,15 +34,18 @@ checks that on a grid and raises `CalibrationError` when it does not hold.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
+import os
 import sys
+import traceback
 from typing import Callable
 
 import torch
 
-from ..loss.gates import GATES, Gate, get_gate
+from .. import cli
+from ..errors import SSPOError, require_module
+from ..loss.gates import GATES, RESERVED_GATES, Gate, get_gate
 
 HALF = 0.5
 SIGMOID_C = 2.0 * math.acosh(math.sqrt(2.0))  # sech^2(z) = 1/2 at z = arccosh(sqrt 2)
@@ -49,7 +57,7 @@ TAU_RANGE = (1e-6, 1e6)  # where the numerical solve looks for the half-weight t
 _GRID = 1201  # log-spaced temperatures over TAU_RANGE: 100 per decade
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SSPOError):
     """The half-weight temperature does not exist or is not unique for this gate and edge."""
 
 
@@ -62,7 +70,7 @@ def sapo_weight(log_ratio: torch.Tensor, tau) -> torch.Tensor:
 
 
 def gate_name(name: str) -> str:
-    """A gate name from a gate, an SSPO loss mode (sspo = arctan, sspo_<gate>) or `sapo`."""
+    """A gate name from a gate, an SSPO loss mode (sspo = arctan, sspo_<gate>) or `sapo`; sspo_sapo is `sapo` too."""
     if name == SAPO:
         return SAPO
     if name == "sspo":
@@ -78,13 +86,16 @@ def weight_function(name: str) -> Callable[[torch.Tensor, object], torch.Tensor]
     return sapo_weight if name == SAPO else GATES[name].weight
 
 
-def edges(clip_low: float, clip_high: float) -> tuple[float, float]:
-    """The clip's edges as log-ratios: (log(1 + clip_high) for A > 0, log(1 - clip_low) for A <= 0)."""
-    for flag, eps in (("clip_low", clip_low), ("clip_high", clip_high)):
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise ValueError(f"{flag}={eps!r}: a clip range is a positive number, e.g. 0.2 (GRPO) or 0.28 (DAPO)")
+def edges(clip_low: float, clip_high: float, names: tuple[str, str] = ("clip_low=", "clip_high=")) -> tuple[float, float]:
+    """The clip's edges as log-ratios: (log(1 + clip_high) for A > 0, log(1 - clip_low) for A <= 0).
+
+    names: how the two values are named in errors (the CLI passes its flags, "--clip-low ", "--clip-high ")."""
+    for name, eps in zip(names, (clip_low, clip_high)):
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise CalibrationError(f"{name}{eps!r}: a clip range is a positive number, e.g. 0.2 (GRPO) or 0.28 (DAPO)")
     if clip_low >= 1:
-        raise ValueError(f"clip_low={clip_low}: the lower edge 1 - clip_low must stay above 0 (use a value below 1)")
+        raise CalibrationError(f"{names[0]}{clip_low}: the lower edge 1 - clip_low must stay above 0 (use a value "
+                               f"below 1)")
     return math.log1p(clip_high), math.log1p(-clip_low)
 
 
@@ -104,7 +115,7 @@ def solve_tau(weight: Callable[[torch.Tensor, object], torch.Tensor], edge: floa
     Assumes w(edge, tau) is continuous and strictly decreasing in tau over TAU_RANGE, above 1/2 at its low end and
     below it at its high end: checked on a log grid of 100 temperatures per decade, else CalibrationError."""
     if not (math.isfinite(edge) and edge != 0):
-        raise ValueError(f"edge={edge}: the half-weight point must be a finite log-ratio other than 0")
+        raise CalibrationError(f"edge={edge}: the half-weight point must be a finite log-ratio other than 0")
     taus = torch.logspace(math.log10(TAU_RANGE[0]), math.log10(TAU_RANGE[1]), _GRID, dtype=torch.float64)
     x = torch.full_like(taus, edge)
     w = _weights(weight, x, taus, name)  # (_GRID,)
@@ -162,9 +173,12 @@ def tau_for_edge(name: str, edge: float, numeric: bool = False) -> float:
 def taus_from_clip(gate: str | Gate, clip_low: float, clip_high: float, numeric: bool = False) -> tuple[float, float]:
     """(tau_pos, tau_neg) with w = 1/2 at r = 1 + clip_high for A > 0 and at r = 1 - clip_low for A <= 0.
 
-    gate: a gate name (a registered user gate too), an SSPO loss mode (`sspo`, `sspo_<gate>`), `sapo`, or a Gate.
+    gate: a gate name (a registered user gate too), an SSPO loss mode (`sspo`, `sspo_<gate>`, `sspo_sapo`), `sapo`,
+    or a Gate.
     numeric: solve numerically even where a closed form exists (to check one against the other)."""
     x_pos, x_neg = edges(clip_low, clip_high)
+    if isinstance(gate, Gate) and RESERVED_GATES.get(gate.name) is gate:
+        gate = gate.name  # SAPO_GATE (sspo_sapo): SAPO's rule, as for its name
     if isinstance(gate, Gate):
         return solve_tau(gate.weight, x_pos, gate.name), solve_tau(gate.weight, x_neg, gate.name)
     return tau_for_edge(gate, x_pos, numeric), tau_for_edge(gate, x_neg, numeric)
@@ -210,11 +224,14 @@ def plot_weights(path, clip_low: float = 0.2, clip_high: float = 0.28, gates: li
     return path
 
 
+PROG = "python -m sspo_verl.tools.calibrate"
+CLI_FLAGS = ("--clip-low ", "--clip-high ")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sspo_verl.tools.calibrate",
-                                description="Temperatures at which a soft gate passes half its gradient at a PPO "
-                                            "clip range's edges (A > 0: r = 1 + clip-high; A <= 0: r = 1 - clip-low).")
-    p.add_argument("--gate", help=f"{', '.join(GATES)}, a user gate, sspo / sspo_<gate>, or {SAPO}")
+    p = cli.ArgumentParser(prog=PROG, description="Temperatures at which a soft gate passes half its gradient at a PPO "
+                                                  "clip range's edges (A > 0: r = 1 + clip-high; A <= 0: r = 1 - clip-low).")
+    p.add_argument("--gate", help=f"{', '.join(GATES)}, a user gate, sspo / sspo_<gate>, sspo_sapo, or {SAPO}")
     p.add_argument("--plot", metavar="PNG", help="instead: draw every gate's w(r) at its calibrated temperatures")
     p.add_argument("--clip-low", type=float, required=True, help="e.g. 0.2")
     p.add_argument("--clip-high", type=float, required=True, help="e.g. 0.28")
@@ -222,22 +239,33 @@ def main(argv=None) -> int:
                    help="a module to import first, e.g. one that calls sspo_verl.register_gate (repeatable)")
     p.add_argument("--numeric", action="store_true", help="solve numerically even where a closed form exists")
     args = p.parse_args(argv)
+    if not args.gate and not args.plot:
+        p.error("--gate is required (or --plot PNG)")
+    return cli.run(p.prog, _calibrate, args)
+
+
+def _calibrate(args) -> int:
+    edges(args.clip_low, args.clip_high, CLI_FLAGS)  # the arguments first, before any work
+    if args.plot:
+        require_module("matplotlib", "compare", f"{PROG} --plot")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise CalibrationError(f"--plot {args.plot}: the folder {folder} does not exist; create it or pick another path")
     for module in args.modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            print(f"calibrate: --import {module}: {exc} (is its folder on PYTHONPATH?)", file=sys.stderr)
-            return 2
+            raise CalibrationError(f"--import {module}: {exc} (is its folder on PYTHONPATH?)") from exc
+        except SSPOError as exc:  # e.g. its register_gate refused the gate: the message says why
+            raise type(exc)(f"--import {module}: {exc}") from exc
+        except Exception as exc:  # a bug in the user's module: where, in one line
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise CalibrationError(f"--import {module}: importing it raised {type(exc).__name__}: {exc} "
+                                   f"({frame.filename}, line {frame.lineno})") from exc
     if args.plot:
         print(plot_weights(args.plot, args.clip_low, args.clip_high))
         return 0
-    if not args.gate:
-        p.error("--gate is required (or --plot)")
-    try:
-        tau_pos, tau_neg = taus_from_clip(args.gate, args.clip_low, args.clip_high, numeric=args.numeric)
-    except ValueError as exc:  # CalibrationError, an unknown gate, a bad clip range: one line, exit 2
-        print(f"calibrate: {exc}", file=sys.stderr)
-        return 2
+    tau_pos, tau_neg = taus_from_clip(args.gate, args.clip_low, args.clip_high, numeric=args.numeric)
     print(f"tau_pos={tau_pos:.6g} tau_neg={tau_neg:.6g}")
     return 0
 

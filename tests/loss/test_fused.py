@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sspo_verl.loss.fused import sspo_token_loss_fused
-from sspo_verl.loss.gates import GATES, Gate
+from sspo_verl.loss.gates import GATES, Gate, get_gate
 from sspo_verl.loss.objective import sspo_token_loss
 
 from ..helpers import random_batch
@@ -21,7 +21,7 @@ def _both(batch, gate, tau_pos, tau_neg, weights=None):
     return out
 
 
-@pytest.mark.parametrize("name", list(GATES))
+@pytest.mark.parametrize("name", list(GATES) + ["sapo"])  # sapo: sspo_sapo's gate, its own fused function
 @pytest.mark.parametrize("tau_pos,tau_neg", [(1.0, 1.05), (0.3, 4.0)])
 @pytest.mark.parametrize("token_adv", [False, True])
 def test_fused_equals_reference_in_float64(name, tau_pos, tau_neg, token_adv):
@@ -29,7 +29,7 @@ def test_fused_equals_reference_in_float64(name, tau_pos, tau_neg, token_adv):
     batch.mask[2] = False
     with torch.no_grad():
         batch.log_prob[~batch.mask] = float("nan")  # padding garbage must not leak into either path
-    (ref_loss, ref_grad, ref_stats), (loss, grad, stats) = _both(batch, GATES[name], tau_pos, tau_neg, weights=True)
+    (ref_loss, ref_grad, ref_stats), (loss, grad, stats) = _both(batch, get_gate(name), tau_pos, tau_neg, weights=True)
     valid = batch.mask
     torch.testing.assert_close(loss[valid], ref_loss[valid], rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-13, atol=1e-15)

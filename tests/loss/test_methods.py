@@ -24,3 +24,9 @@ def test_actor_settings_applies_temperatures_only_to_soft_methods():
         actor_settings("grpo_dapo", tau_pos=0.5)
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         actor_settings("ppo")
+
+
+def test_sspo_sapo_is_a_method_with_the_sspo_defaults():
+    assert hydra_overrides("sspo_sapo") == [
+        ACTOR + "policy_loss.loss_mode=sspo_sapo", ACTOR + "tau_pos=1.0", ACTOR + "tau_neg=1.05",
+        ACTOR + "loss_agg_mode=seq-mean-token-mean", "actor_rollout_ref.model.external_lib=sspo_verl"]

@@ -63,6 +63,22 @@ def test_sapo_weight_is_the_derivative_of_verls_sapo_gate():
     torch.testing.assert_close(cal.sapo_weight(x.detach(), tau), df_dx / x.detach().exp())
 
 
+def test_sspo_sapo_calibrates_as_sapo_because_the_sspo_rule_has_no_answer_below_one():
+    from sspo_verl.loss.gates import SAPO_GATE
+
+    assert cal.taus_from_clip("sspo_sapo", 0.2, 0.28) == pytest.approx(HAND["sapo"], rel=1e-12)  # 6.30, 8.81
+    assert cal.taus_from_clip(SAPO_GATE, 0.2, 0.28) == cal.taus_from_clip("sspo_sapo", 0.2, 0.28)
+    # SSPO's rule on sspo_sapo's normalized weight w 2 / tau = 2 r sigmoid(-tau (r - 1)): at r = 0.8 it rises from
+    # 0.8 to 1.6 as tau grows, never down to 1/2
+    normalized = lambda x, t: SAPO_GATE.weight(x, t) * 2 / t  # noqa: E731
+    w_08 = normalized(torch.full((3,), LOG_LO, dtype=torch.float64), torch.tensor([1e-6, 1.0, 1e3], dtype=torch.float64))
+    torch.testing.assert_close(w_08, torch.tensor([0.8, 1.6 / (1 + math.exp(-0.2)), 1.6], dtype=torch.float64))
+    with pytest.raises(cal.CalibrationError, match=r"w rises with tau .* \(w = 0\.8\)"):
+        cal.solve_tau(normalized, LOG_LO, "sspo_sapo")
+    # (above 1 it would: 2.56 sigmoid(-0.28 tau) = 1/2 at tau = -logit(1 / 5.12) / 0.28 = 5.06)
+    assert cal.solve_tau(normalized, LOG_HI, "sspo_sapo") == pytest.approx(-math.log(1 / (5.12 - 1)) / 0.28, rel=1e-9)
+
+
 def test_loss_modes_name_their_gates():
     assert cal.taus_from_clip("sspo", 0.2, 0.28) == cal.taus_from_clip("arctan", 0.2, 0.28)
     assert cal.taus_from_clip("sspo_erf", 0.1, 0.1) == cal.taus_from_clip("erf", 0.1, 0.1)
@@ -112,16 +128,56 @@ def test_cli_imports_a_module_that_registers_a_gate(tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize("argv, message", [
     (["--gate", "cosine", "--clip-low", "0.2", "--clip-high", "0.28"], "Unknown SSPO gate 'cosine'"),
-    (["--gate", "arctan", "--clip-low", "1.2", "--clip-high", "0.28"], "clip_low=1.2"),
-    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "-0.28"], "clip_high=-0.28"),
-    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "nan"], "clip_high=nan"),
+    # the flag the user typed, not the Python parameter behind it
+    (["--gate", "arctan", "--clip-low", "1.2", "--clip-high", "0.28"], "--clip-low 1.2: the lower edge 1 - clip_low"),
+    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "-0.28"], "--clip-high -0.28: a clip range is a positive"),
+    (["--gate", "arctan", "--clip-low", "0.2", "--clip-high", "nan"], "--clip-high nan: a clip range is a positive"),
+    (["--clip-low", "0.2", "--clip-high", "0.28"], "--gate is required (or --plot PNG) (see --help)"),
+    (["--gate", "arctan", "--clip-low", "wide", "--clip-high", "0.28"], "argument --clip-low: invalid float value: 'wide'"),
+    (["--plot", "/no/such/folder/w.png", "--clip-low", "0.2", "--clip-high", "0.28"],
+     "--plot /no/such/folder/w.png: the folder /no/such/folder does not exist"),
+    # a bad clip range is reported before the module is imported (arguments first)
+    (["--import", "no_such_gates", "--gate", "x", "--clip-low", "0", "--clip-high", "0.28"], "--clip-low 0.0: a clip range"),
     (["--import", "no_such_gates", "--gate", "x", "--clip-low", "0.2", "--clip-high", "0.28"],
      "--import no_such_gates: No module named 'no_such_gates' (is its folder on PYTHONPATH?)"),
 ])
 def test_cli_rejects_bad_input_in_one_line(argv, message, capsys):
-    assert cal.main(argv) == 2
+    try:
+        code = cal.main(argv)
+    except SystemExit as ended:  # argparse's own errors end in parse_args
+        code = ended.code
+    assert code == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert err.startswith("python -m sspo_verl.tools.calibrate: error: ")
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sspo_verl\nsspo_verl.register_gate('flat', lambda x, t: 0 * x * t, lambda x, t: 0 * x * t, lambda t: 1.0)\n",
+     "--import bad_gates_cli: gate 'flat' at tau=0.1: (ii) g'(1) = 1 fails"),
+    ("raise NameError('oops')\n", "--import bad_gates_cli: importing it raised NameError: oops ("),
+])
+def test_cli_reports_an_imported_modules_error_in_one_line(source, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "bad_gates_cli.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert cal.main(["--import", "bad_gates_cli", "--gate", "arctan", "--clip-low", "0.2", "--clip-high", "0.28"]) == 2
+    finally:
+        sys.modules.pop("bad_gates_cli", None)
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert "flat" not in GATES
+
+
+def test_cli_without_matplotlib_says_what_to_install_before_any_work(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert cal.main(["--plot", str(tmp_path / "w.png"), "--clip-low", "0.2", "--clip-high", "0.28"]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib, which is not installed: pip install 'sspo-verl[compare]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "w.png").exists()
 
 
 def test_a_weight_that_rises_with_tau_is_refused():
