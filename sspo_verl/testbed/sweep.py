@@ -13,7 +13,8 @@ clip range or an SSPO temperature cannot change the update: the hard clips pass 
 the SSPO kernel's weight is w(0) = 1 exactly for any tau. Those methods run their reference knob once at M = 1 and
 share its records with their other knobs, after checking that every step's max |log r| was exactly 0 (else the
 other knobs run too). SAPO is not shared: verl's autograd of sigmoid(tau (r - 1)) 4 / tau gives (4 / tau) tau / 4,
-1 only up to rounding, so its M = 1 runs differ in the last bits between temperatures.
+1 only up to rounding, so its M = 1 runs differ in the last bits between temperatures; nor is sspo_sapo, whose
+on-policy s_i w = (2 / tau)(tau / 2) is 1 only up to rounding too.
 
 Outputs in the run folder: config.json (grid, wall and CPU time, machine load), metrics.jsonl.gz (every record),
 runs.json (per run measures), chosen.json, summary.md (best-vs-best table, per-knob table, drift), central.png
@@ -44,7 +45,7 @@ MINI_BATCHES = (1, 2, 4, 8, 16)
 WIDTH_FACTORS = (0.5, 1.0, 2.0)  # trust-region width vs the reference: clip x f, tau x 1/f
 REFERENCE_CLIP = (0.2, 0.28)  # the clip the temperatures are calibrated to (DAPO's)
 SAPO_DEFAULT = {"tau_pos": 1.0, "tau_neg": 1.05}
-NOT_SHARED_AT_M1 = {"sapo"}  # see the module docstring
+NOT_SHARED_AT_M1 = {"sapo", "sspo_sapo"}  # see the module docstring
 DRIFT_MAP_LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 def knob_grid(method: str, widths=WIDTH_FACTORS, sapo_default: bool = True) -> list[tuple[str, dict, float]]:
@@ -450,21 +451,28 @@ def load(out: Path) -> tuple[dict, list[dict], dict, argparse.Namespace]:
     return results, rows, config, args
 
 
+def paired_differences(rows: list[dict], chosen: dict, method: str, baseline: str, m: int,
+                       split: str = "test") -> dict[int, float]:
+    """{seed: final accuracy of `method` minus the baseline's}, each at its chosen knob, at M = m (same cold start,
+    same first rollout batch in each seed)."""
+    def finals(name):
+        return {r["seed"]: r[f"{split}_final"] for r in rows if r["method"] == name
+                and r["label"] == chosen[name]["label"] and r["mini_batches"] == m}
+
+    mine, base = finals(method), finals(baseline)
+    return {seed: mine[seed] - base[seed] for seed in sorted(mine) if seed in base}
+
+
 def paired_table(rows: list[dict], chosen: dict, baseline: str, mini_batches) -> str:
     """Markdown, test split: each method at its chosen knob minus the baseline at its own, seed by seed (same cold
     start, same first rollout batch): mean [min, max] over seeds, and in how many seeds the method was ahead."""
-    def finals(method, m):
-        return {r["seed"]: r["test_final"] for r in rows if r["method"] == method
-                and r["label"] == chosen[method]["label"] and r["mini_batches"] == m}
-
     lines = [f"| method | " + " | ".join(f"M={m}" for m in mini_batches) + " |", "|---|" + "---|" * len(mini_batches)]
     for method in chosen:
         if method == baseline:
             continue
         cells = []
         for m in mini_batches:
-            mine, base = finals(method, m), finals(baseline, m)
-            d = np.array([mine[s] - base[s] for s in sorted(mine) if s in base])
+            d = np.array(list(paired_differences(rows, chosen, method, baseline, m).values()))
             cells.append(f"{d.mean():+.3f} [{d.min():+.3f}, {d.max():+.3f}] {int((d > 0).sum())}/{len(d)}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -480,6 +488,14 @@ def _wall(config: dict) -> str:
             f"({config['workers']} workers x {config['threads']} thread); 1-min load average "
             f"{config['loadavg_start'][0]:.1f} at the start, {config['loadavg_1min_mean_during'] or float('nan'):.1f} "
             f"on average while it ran")
+
+
+def stability_table(results: dict, chosen: dict, mini_batches) -> str:
+    """analysis.stability_table of each method at its chosen knob, per M."""
+    from .analysis import stability_table as table
+
+    return table({(run.method, run.mini_batches, run.seed): res["records"] for run, res in results.items()
+                  if run.label == chosen[run.method]["label"]})
 
 
 def sweep_summary(rows, results, chosen, config, args) -> str:
@@ -514,6 +530,10 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         knob_table(rows, grids(args), args.mini_batches, "val"), "", "### test", "",
         knob_table(rows, grids(args), args.mini_batches, "test"), "",
         "![robustness](robustness.png)", "",
+        "## Stability at the chosen knobs (every M)", "",
+        "The paper's stability claims, measured: the variance of the token and sequence importance weights (mean "
+        "over steps, mini-batch 0 included as in verl's metrics), the rollout policy's entropy over training, and "
+        "collapses.", "", stability_table(results, chosen, args.mini_batches), "",
         f"## Drift per mini-batch index at M = {m_max}, chosen knobs (mean over steps and seeds)", "",
         drift_table(chosen_records), "", "![drift](drift.png)", "",
         "## Where a step spends its time (every executed run; seconds per step, share of the step)", "",
