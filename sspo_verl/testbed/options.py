@@ -21,7 +21,7 @@ from ..loss.methods import METHODS
 TASKS = {
     "short": dict(operands=3, max_operand=9, total_width=0, flawed_fraction=0.7, sft_steps=300, sft_batch=64,
                   model_size="small"),
-    "long": dict(operands=12, max_operand=9, total_width=3, flawed_fraction=0.7, sft_steps=600, sft_batch=64,
+    "long": dict(operands=12, max_operand=9, total_width=3, flawed_fraction=0.5, sft_steps=1200, sft_batch=64,
                  model_size="small"),
 }
 CUDA = dict(model_size="medium", sft_steps=1500, sft_batch=256)  # --device cuda: a larger model and cold start

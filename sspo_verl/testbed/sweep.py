@@ -17,8 +17,10 @@ other knobs run too). SAPO is not shared: verl's autograd of sigmoid(tau (r - 1)
 on-policy s_i w = (2 / tau)(tau / 2) is 1 only up to rounding too.
 
 Outputs in the run folder: config.json (grid, wall and CPU time, machine load), metrics.jsonl.gz (every record),
-runs.json (per run measures), chosen.json, summary.md (best-vs-best table, per-knob table, drift), central.png
-(test accuracy vs M at the chosen knobs), robustness.png (test accuracy vs each method's knob), drift.png.
+runs.json (per run measures), chosen.json, summary.md (best-vs-best table, paired differences, per-knob table,
+stability, drift), central.png (test accuracy vs M at the chosen knobs), robustness.png (test accuracy vs each
+method's knob), drift.png, stability.png (entropy and importance-weight variances over training at the largest M).
+The run folder is resumable (store.py): rerunning the same command skips the finished runs.
 """
 
 from __future__ import annotations
@@ -263,6 +265,28 @@ def plot(rows: list[dict], results: dict, chosen: dict, grid: dict, mini_batches
     fig.savefig(out / "drift.png", dpi=110)
     plt.close(fig)
     written.append(out / "drift.png")
+
+    # stability over training at the largest M, chosen knobs: entropy and importance-weight variances per step
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for method in methods:
+        runs = [res["records"] for run, res in results.items()
+                if run.method == method and run.label == chosen[method]["label"] and run.mini_batches == m_max]
+        for ax, key in zip(axes, ("entropy", "token_iw_var", "seq_iw_var")):
+            steps = sorted({r["step"] for recs in runs for r in recs if key in r})
+            ax.plot(steps, [np.mean([r[key] for recs in runs for r in recs if r["step"] == k and key in r])
+                            for k in steps], marker=".", label=method)
+    for ax, title in zip(axes, ("rollout policy entropy", "token importance-weight variance",
+                                "sequence importance-weight variance")):
+        ax.set_title(f"{title}, M={m_max} (mean over seeds)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("symlog", linthresh=1e-4)
+    axes[2].set_yscale("symlog", linthresh=1e-6)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "stability.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "stability.png")
     return written
 
 
@@ -511,7 +535,8 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`: {config['runs_executed']} runs executed, "
         f"{config['runs_shared_at_m1']} M = 1 runs shared (exactly on-policy).",
         f"{args.steps} RL steps of {args.prompts} prompts x {args.group_size} samples, lr {args.lr} (warm-up "
-        f"{args.warmup_steps}); {args.operands}-number arithmetic up to {args.max_operand}, responses of "
+        f"{args.warmup_steps}); {args.operands}-number arithmetic up to {args.max_operand}"
+        f"{f', totals written {args.total_width} wide' if args.total_width else ''}, responses of "
         f"{config.get('mean_response_tokens', float('nan')):.1f} tokens on average; cold start "
         f"{args.sft_steps} steps on demonstrations {args.flawed_fraction:.0%} flawed: greedy accuracy val "
         f"{np.mean(starts[0]):.3f}, test {np.mean(starts[1]):.3f} (mean of {args.seeds} seeds).",
@@ -533,7 +558,7 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         "## Stability at the chosen knobs (every M)", "",
         "The paper's stability claims, measured: the variance of the token and sequence importance weights (mean "
         "over steps, mini-batch 0 included as in verl's metrics), the rollout policy's entropy over training, and "
-        "collapses.", "", stability_table(results, chosen, args.mini_batches), "",
+        "collapses.", "", stability_table(results, chosen, args.mini_batches), "", "![stability](stability.png)", "",
         f"## Drift per mini-batch index at M = {m_max}, chosen knobs (mean over steps and seeds)", "",
         drift_table(chosen_records), "", "![drift](drift.png)", "",
         "## Where a step spends its time (every executed run; seconds per step, share of the step)", "",

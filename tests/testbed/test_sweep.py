@@ -114,5 +114,6 @@ def test_a_tiny_sweep_end_to_end(tmp_path):
         {(r["method"], r["label"], r["mini_batches"]) for r in rows}
     summary = (out / "summary.md").read_text()
     assert "## Best vs best" in summary and "## Where a step spends its time" in summary
-    for name in ("central.png", "robustness.png", "drift.png"):
+    assert "## Stability at the chosen knobs" in summary and "| sspo | 2 | 1 |" in summary
+    for name in ("central.png", "robustness.png", "drift.png", "stability.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
