@@ -5,7 +5,7 @@ and the fix (sspo_verl.cli), never in a traceback from a worker after the cold s
 
     --task short   3 numbers from 0 to 9 (responses of about 5 tokens): the committed main job and sweep
     --task long    12 numbers from 0 to 9, totals written 3 wide (45 tokens): the long-response setting, with its
-                   own cold start
+                   own cold start and RL settings (lr 5e-5, 16 steps, 128 held-out problems)
 A flag given explicitly (--operands, --sft-steps, ...) overrides its preset's value.
 """
 
@@ -17,22 +17,27 @@ import math
 from ..errors import require_module
 from ..loss.methods import METHODS
 
-# task presets: the task, and a cold start inside the learnable range for it (quality.py; docs/TESTBED.md)
+# task presets: the task, a cold start inside the learnable range for it (quality.py; docs/TESTBED.md), and the RL
+# settings its results were measured at
 TASKS = {
     "short": dict(operands=3, max_operand=9, total_width=0, flawed_fraction=0.7, sft_steps=300, sft_batch=64,
-                  model_size="small"),
+                  model_size="small", lr=3e-5, steps=30, heldout=256, eval_every=2),
+    # 45-token responses; lr 5e-5: M = 16 clips about as many tokens as the short task's M = 16 at 3e-5, and
+    # grpo_dapo's held-out accuracy there peaks within a few steps and then falls (docs/TESTBED.md)
     "long": dict(operands=12, max_operand=9, total_width=3, flawed_fraction=0.5, sft_steps=1200, sft_batch=64,
-                 model_size="small"),
+                 model_size="small", lr=5e-5, steps=16, heldout=128, eval_every=4),
 }
 CUDA = dict(model_size="medium", sft_steps=1500, sft_batch=256)  # --device cuda: a larger model and cold start
-TASK_KEYS = ("operands", "max_operand", "total_width", "flawed_fraction", "sft_steps", "sft_batch", "model_size")
+TASK_KEYS = ("operands", "max_operand", "total_width", "flawed_fraction", "sft_steps", "sft_batch", "model_size", "lr",
+             "steps", "heldout", "eval_every")
 
 
 def add_task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=sorted(TASKS), default="short",
                    help="a task preset: " + "; ".join(f"{name}: {preset['operands']} numbers up to "
                                                        f"{preset['max_operand']}, cold start of {preset['sft_steps']} "
-                                                       f"steps" for name, preset in TASKS.items()))
+                                                       f"steps, lr {preset['lr']:g}, {preset['steps']} steps"
+                                                       for name, preset in TASKS.items()))
     p.add_argument("--operands", type=int, default=None, help="numbers per problem (default: the --task preset's)")
     p.add_argument("--max-operand", type=int, default=None, help="largest number in a problem (default: the preset's)")
     p.add_argument("--total-width", type=int, default=None,
@@ -52,11 +57,14 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """RL and execution flags (the per-job defaults of steps, prompts and M stay with each CLI)."""
     p.add_argument("--group-size", type=int, default=8, help="samples per prompt (G)")
-    p.add_argument("--lr", type=float, default=3e-5, help="actor learning rate (verl's AdamW)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps (rollout batches) per run (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="actor learning rate, verl's AdamW (default: the preset's)")
     p.add_argument("--warmup-steps", type=int, default=5,
                    help="verl's linear lr warm-up, in rollout batches (the scheduler steps once per batch)")
-    p.add_argument("--eval-every", type=int, default=2, help="held-out accuracy every this many steps")
-    p.add_argument("--heldout", type=int, default=256, help="problems in each held-out split (val, test), greedy")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="held-out accuracy every this many steps (default: the preset's)")
+    p.add_argument("--heldout", type=int, default=None,
+                   help="problems in each held-out split (val, test), greedy (default: the preset's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--workers", type=int, default=None,
                    help="runs in parallel, one process each (default: 2 on CPU, 1 on CUDA)")

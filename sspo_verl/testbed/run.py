@@ -26,7 +26,7 @@ from ..loss.methods import METHODS
 from . import options
 
 DEFAULT_METHODS = ["grpo_dapo", "sspo"]
-FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
+FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign", "sspo_sapo"]
 BASELINE = "grpo_dapo"  # vanilla PPO clip with DAPO's clip-higher: the GRPO the paper compares against
 ON_POLICY_CONTROL = "grpo"  # run at M = 1: does RL learn here at all, with no off-policy drift?
 PRESETS = {  # per device: the rollout batch (the task presets, cold start and model: options.py)
@@ -61,7 +61,6 @@ def build_parser() -> cli.ArgumentParser:
                    help="a method also run at M = 1 (the on-policy control), or 'none'")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (each seed has its own cold start)")
     p.add_argument("--full", action="store_true", help=f"every method ({', '.join(FULL_METHODS)}) x 3 seeds")
-    p.add_argument("--steps", type=int, default=30, help="RL steps (rollout batches) per run")
     p.add_argument("--prompts", type=int, default=None, help="prompts per rollout batch (default: per device)")
     p.add_argument("--mini-batches", type=int, default=16,
                    help="optimizer steps per rollout batch (M; 1 = on-policy). 16: the sweep's most off-policy degree, "

@@ -315,7 +315,6 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--no-sapo-default", action="store_true",
                    help="leave SAPO's published temperatures 1.0/1.05 out of the soft methods' knobs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--prompts", type=int, default=32)
     options.add_task_arguments(p)
     options.add_run_arguments(p)
