@@ -248,7 +248,8 @@ def execute_all(runs: list[Run], checkpoints: dict[int, str], task: ArithmeticTa
 
 
 def run_job(folder, runs: list[Run], args, task: ArithmeticTask, rl: RLConfig, gate_fix: str | None,
-            log: Callable[[str], None] = print, prepare: Callable[[dict], dict] = lambda result: result) -> tuple[dict, list[dict]]:
+            log: Callable[[str], None] = print,
+            prepare: Callable[[dict], dict] = lambda result: result) -> tuple[dict, list[dict]]:
     """The runs of a job through its run folder (store.RunFolder): finished runs are read back, the others executed
     from their seed's cold start (built or reused, then passed through the quality gate unless gate_fix is None)
     and saved as each completes. prepare(result) -> what is saved (e.g. rounded records).

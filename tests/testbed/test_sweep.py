@@ -97,8 +97,8 @@ def test_a_tiny_sweep_end_to_end(tmp_path):
 
     out = tmp_path / "sweep"
     assert sweep.main(["--methods", "grpo_dapo,sspo", "--mini-batches", "1,2", "--seeds", "1", "--steps", "2",
-                       "--heldout", "16", "--sft-steps", "10", "--prompts", "8", "--group-size", "4", "--workers", "1", "--no-quality-gate",
-                       "--out", str(out)]) == 0
+                       "--heldout", "16", "--sft-steps", "10", "--prompts", "8", "--group-size", "4", "--workers", "1",
+                       "--no-quality-gate", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["runs_executed"] == 1 + 1 + 3 + 4 and config["runs_shared_at_m1"] == 2 + 3
     assert config["runs_not_shared"] == 0 and config["cpu_s"] > 0
