@@ -214,17 +214,13 @@ def ensure_cold_starts(folder, args, task: ArithmeticTask, need_weights: set[int
     return [infos[seed] for seed in sorted(infos)], {seed: s.path for seed, s in specs.items()}
 
 
-def check_cold_starts(infos: list[dict], folder, fix: str) -> None:
-    """The quality gate (quality.check_learnable) on every seed's cold start; on a failure the folder is given back
-    (store.RunFolder.release) and the error names the seed, its measured values and the fix."""
-    from .quality import ColdStartError, check_learnable
+def check_cold_starts(infos: list[dict], fix: str) -> None:
+    """The quality gate (quality.check_learnable) on every seed's cold start: the error names the seed, its measured
+    values and the fix. The cold starts stay in the run folder (the same command with --no-quality-gate uses them)."""
+    from .quality import check_learnable
 
-    try:
-        for info in infos:
-            check_learnable(info, f"the cold start of seed {info['seed']}", fix)
-    except ColdStartError:
-        folder.release()
-        raise
+    for info in infos:
+        check_learnable(info, f"the cold start of seed {info['seed']}", fix)
 
 
 def execute_all(runs: list[Run], checkpoints: dict[int, str], task: ArithmeticTask, rl: RLConfig, workers: int,
@@ -259,7 +255,7 @@ def run_job(folder, runs: list[Run], args, task: ArithmeticTask, rl: RLConfig, g
         log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished in {folder.out}: skipping them")
     infos, checkpoints = ensure_cold_starts(folder, args, task, {run.seed for run in pending}, log)
     if gate_fix is not None:
-        check_cold_starts(infos, folder, gate_fix)
+        check_cold_starts(infos, gate_fix)
     if pending:
         execute_all(pending, checkpoints, task, rl, args.workers, args.device, args.threads, log,
                     save=lambda run, result: folder.save_result(run, prepare(result)))

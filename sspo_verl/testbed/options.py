@@ -24,7 +24,7 @@ TASKS = {
                   model_size="small", lr=3e-5, steps=30, heldout=256, eval_every=2),
     # 45-token responses; lr 5e-5: M = 16 clips about as many tokens as the short task's M = 16 at 3e-5, and
     # grpo_dapo's held-out accuracy there peaks within a few steps and then falls (docs/TESTBED.md)
-    "long": dict(operands=12, max_operand=9, total_width=3, flawed_fraction=0.5, sft_steps=1200, sft_batch=64,
+    "long": dict(operands=12, max_operand=9, total_width=3, flawed_fraction=0.5, sft_steps=2000, sft_batch=64,
                  model_size="small", lr=5e-5, steps=16, heldout=128, eval_every=4),
 }
 CUDA = dict(model_size="medium", sft_steps=1500, sft_batch=256)  # --device cuda: a larger model and cold start

@@ -9,7 +9,9 @@
 Every file appears whole or not at all (written beside its place, then renamed), so a job killed at any moment
 (SIGKILL included) leaves only finished pieces. Rerunning the same command on the same folder skips them and ends
 with the same final report as an uninterrupted run; a different command on a folder that holds another job is
-refused, naming what differs (`JobMismatchError`).
+refused, naming what differs (`JobMismatchError`); a folder holding only another job's cold starts (a job the quality
+gate stopped) is taken over. A job the gate stopped keeps its cold starts: the same command with --no-quality-gate
+runs from them.
 """
 
 from __future__ import annotations
@@ -73,37 +75,45 @@ class RunFolder:
         self._cpu0 = self._cpu_s()
 
     # -- the job ------------------------------------------------------------------------------------------------
-    def claim(self) -> int:
+    def claim(self, log=print) -> int:
         """Take the folder for this job (before any work). Returns how many runs it already holds.
-        Raises JobMismatchError when the folder holds another job's runs or cold starts."""
+        A folder that holds another job's finished runs is refused (JobMismatchError); one that holds only another
+        job's cold starts (e.g. a job stopped by the quality gate) is taken over, its cold starts discarded."""
         self.out.mkdir(parents=True, exist_ok=True)
         for stale in [*self.out.glob(".*.tmp*"), *self.runs_dir.glob(".*.tmp*"), *self.cold_dir.glob(".*.tmp*")]:
             stale.unlink(missing_ok=True)  # a write killed before its rename
         job = self.out / "job.json"
+        self._invocations = []
         if job.exists():
             held = json.loads(job.read_text())
-            mine, theirs = _flat(self.identity), _flat(held["identity"])
-            differs = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k, "(absent)") != theirs.get(k, "(absent)")]
-            if differs:
-                shown = "; ".join(f"{k}: {theirs.get(k, '(absent)')} there, {mine.get(k, '(absent)')} here"
-                                  for k in differs[:6]) + ("; ..." if len(differs) > 6 else "")
+            differs = self._differences(held["identity"])
+            if not differs:
+                self._invocations = held.get("invocations", [])
+                self.command = held.get("command", self.command)  # the command that started the job (a rerun may
+                # differ in what does not change the results, e.g. --workers)
+            elif self.finished():
                 raise JobMismatchError(
-                    f"--out {self.out} holds another job (`{held.get('command', '?')}`), which differs from this "
-                    f"command in {len(differs)} setting(s) ({shown}): rerun that job's command to finish it, or give "
-                    f"this one another --out")
-            self._invocations = held.get("invocations", [])
-            self.command = held.get("command", self.command)  # the command that started the job (a rerun may differ
-            # in what does not change the results, e.g. --workers)
-        else:
-            if self.out.exists() and any(p.name not in ("job.json",) for p in self.out.iterdir()) \
-                    and (self.runs_dir.exists() or self.cold_dir.exists()):
-                raise JobMismatchError(f"--out {self.out} holds runs without a job.json (not a resumable job's folder): "
-                                       f"give this command another --out")
-            self._invocations = []
+                    f"--out {self.out} holds {len(self.finished())} finished runs of another job "
+                    f"(`{held.get('command', '?')}`), which differs from this command in {differs}: rerun that job's "
+                    f"command to finish it, or give this one another --out")
+            else:
+                log(f"{self.out} held the cold starts of another job (`{held.get('command', '?')}`, which differs in "
+                    f"{differs}) and no finished run: replacing them")
+                shutil.rmtree(self.cold_dir, ignore_errors=True)
+        elif self.runs_dir.exists() or self.cold_dir.exists():
+            raise JobMismatchError(f"--out {self.out} holds runs without a job.json (not a resumable job's folder): "
+                                   f"give this command another --out")
         self._invocations.append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": 0.0, "cpu_s": 0.0,
                                   "runs_finished": 0})
         self._save_job()
         return len(self.finished())
+
+    def _differences(self, held: dict) -> str:
+        """'' when `held` is this job's identity, else the settings that differ ("task.n_operands: 3 there, 12 here")."""
+        mine, theirs = _flat(self.identity), _flat(held)
+        keys = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k, "(absent)") != theirs.get(k, "(absent)")]
+        shown = "; ".join(f"{k}: {theirs.get(k, '(absent)')} there, {mine.get(k, '(absent)')} here" for k in keys[:6])
+        return f"{len(keys)} setting(s) ({shown}{'; ...' if len(keys) > 6 else ''})" if keys else ""
 
     def _cpu_s(self) -> float:
         usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
@@ -121,13 +131,6 @@ class RunFolder:
         """Each invocation of the job: when it started, its wall and CPU seconds, the runs it finished."""
         self._save_job()
         return list(self._invocations)
-
-    def release(self) -> None:
-        """Give the folder back after the job failed before its first run (e.g. a cold start outside the learnable
-        range): job.json and the cold starts go, so another command may use the folder."""
-        if not self.finished():
-            shutil.rmtree(self.cold_dir, ignore_errors=True)
-            (self.out / "job.json").unlink(missing_ok=True)
 
     def finish(self) -> None:
         """The job is complete: drop the cold-start checkpoints (model weights), keep their measured quality."""

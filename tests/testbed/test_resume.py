@@ -115,14 +115,18 @@ def test_the_main_job_resumes_and_skips_its_finished_runs(tmp_path):
 
 
 def test_another_command_on_the_folder_is_refused_naming_what_differs(tmp_path):
+    from sspo_verl.testbed.jobs import Run
+
     identity = {"task": {"n_operands": 3}, "rl": {"lr": 3e-5, "steps": 30}}
-    RunFolder(tmp_path, identity, "python -m sspo_verl.testbed --out x").claim()
-    assert RunFolder(tmp_path, identity, "the same").claim() == 0  # the same job: taken again
+    first = RunFolder(tmp_path, identity, "python -m sspo_verl.testbed --out x")
+    first.claim()
+    first.save_result(Run("grpo_dapo", 0, 16), {"run": {}, "records": [], "wall_s": 1.0})
+    assert RunFolder(tmp_path, identity, "the same, --workers 1").claim() == 1  # the same job: taken again
     other = {"task": {"n_operands": 12}, "rl": {"lr": 3e-5, "steps": 30}}
     with pytest.raises(JobMismatchError, match=r"task.n_operands: 3 there, 12 here") as err:
         RunFolder(tmp_path, other, "python -m sspo_verl.testbed --task long --out x").claim()
     assert isinstance(err.value, SSPOError) and "python -m sspo_verl.testbed --out x" in str(err.value)
-    assert "another --out" in str(err.value)
+    assert "holds 1 finished runs of another job" in str(err.value) and "another --out" in str(err.value)
 
 
 def test_a_killed_write_leaves_the_old_file_or_none(tmp_path, monkeypatch):
@@ -140,16 +144,24 @@ def test_a_killed_write_leaves_the_old_file_or_none(tmp_path, monkeypatch):
     assert json.loads(target.read_text()) == {"v": 1}
 
 
-def test_a_failed_quality_gate_gives_the_folder_back(tmp_path):
+def test_a_job_stopped_by_the_quality_gate_keeps_its_cold_starts(tmp_path):
+    """The gate's error names the seed, its values and the fix; the cold starts stay (the same command with
+    --no-quality-gate runs from them); another command takes over a folder that holds no finished run."""
     from sspo_verl.testbed.jobs import check_cold_starts
     from sspo_verl.testbed.quality import ColdStartError
 
     folder = RunFolder(tmp_path, {"task": 1}, "cmd")
     folder.claim()
-    folder.save_cold_start(0, {"seed": 0})
-    weak = {"seed": 1, "val_acc": 0.05, "val_pass1": 0.04, "val_pass_g": 0.27, "group_size": 8}
-    good = {"seed": 0, "val_acc": 0.32, "val_pass1": 0.32, "val_pass_g": 0.90, "group_size": 8}
-    with pytest.raises(ColdStartError, match=r"seed 1 .*pass@8 0.270 .*--sft-steps"):
-        check_cold_starts([good, weak], folder, "raise --sft-steps")
-    assert not (tmp_path / "job.json").exists() and not folder.cold_dir.exists()
-    RunFolder(tmp_path, {"task": 2}, "another command").claim()  # the folder is free for another job
+    good = {"seed": 0, "val_acc": 0.53, "val_pass1": 0.32, "val_pass_g": 0.91, "group_size": 8}
+    weak = {"seed": 2, "val_acc": 0.266, "val_pass1": 0.155, "val_pass_g": 0.633, "group_size": 8}  # measured
+    for info in (good, weak):
+        folder.save_cold_start(info["seed"], info)
+    with pytest.raises(ColdStartError, match=r"seed 2 .*pass@8 0.633 .*pass@1 0.155 .*--sft-steps"):
+        check_cold_starts([good, weak], "raise --sft-steps")
+    again = RunFolder(tmp_path, {"task": 1}, "cmd --no-quality-gate")
+    again.claim()
+    assert again.cold_start_info(2, need_weights=False) == weak  # kept for the same job
+    lines = []
+    RunFolder(tmp_path, {"task": 2}, "another command").claim(log=lines.append)
+    assert "held the cold starts of another job (`cmd`, which differs in 1 setting(s) (task: 1 there, 2 here))" \
+        in lines[0] and not (tmp_path / "cold_start").exists()
