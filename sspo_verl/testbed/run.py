@@ -6,9 +6,10 @@ with M mini-batches per rollout batch, every update through verl's FSDP2 engine 
     python -m sspo_verl.testbed --device cuda     # a larger model and batch on a GPU
     python -m sspo_verl.testbed.sweep             # each method's knob x M in {1, 2, 4, 8, 16} x 3 seeds
 
-The methods run at the knobs the committed sweep chose on its val split (`CHOSEN` below; --knobs default for the
-recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method, seed and step, step 0
-and the final evaluation included), summary.md (tables), reward_accuracy.png, importance_weights.png, entropy.png.
+The methods run at the knobs the committed sweep of their task chose on its val split (`CHOSEN_BY_TASK` below;
+--knobs default for the recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method,
+seed and step, step 0 and the final evaluation included), summary.md (tables and the comparison with the committed
+run), reward_accuracy.png, importance_weights.png, entropy.png; it is resumable (store.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ CHOSEN: dict[str, tuple[str, dict]] = {
     "sspo_softsign": ("tau 1.68/1.86 (calibrated to 0.2/0.28)",
                       {"tau_pos": 1.677928508505089, "tau_neg": 1.856264991453141}),
 }
+# The same for --task long: the long sweep's choice (docs/results/sweep-long-cpu/chosen.json; the same test).
+CHOSEN_LONG: dict[str, tuple[str, dict]] = {
+    "grpo_dapo": ("clip 0.1/0.14", {"clip_ratio_low": 0.1, "clip_ratio_high": 0.14}),
+    "gspo": ("clip 0.0003/0.0004 (default)", {"clip_ratio_low": 0.0003, "clip_ratio_high": 0.0004}),
+    "gmpo": ("clip 0.2/0.2", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio": 0.2}),
+    "sapo": ("tau 6.3/8.81 (calibrated to 0.2/0.28)", {"tau_pos": 6.295525621568164, "tau_neg": 8.81373587019543}),
+    "sspo": ("tau 4.05/4.48 (calibrated to 0.2/0.28)", {"tau_pos": 4.050877761925444, "tau_neg": 4.481420117724549}),
+    "sspo_sapo": ("tau 12.6/17.6", {"tau_pos": 12.591051243136327, "tau_neg": 17.62747174039086}),
+}
+CHOSEN_BY_TASK = {"short": CHOSEN, "long": CHOSEN_LONG}  # task preset -> the knobs its committed sweep chose
 
 
 PROG = "python -m sspo_verl.testbed"
@@ -127,8 +138,9 @@ def method_knob(method: str, args) -> tuple[tuple[tuple[str, float], ...], str]:
         low, high = args.tau_from_clip
         tau_pos, tau_neg = taus_from_clip(METHODS[method]["loss_mode"], low, high)
         return (("tau_pos", tau_pos), ("tau_neg", tau_neg)), f"tau from clip {low:g}/{high:g}"
-    if args.knobs == "chosen" and method in CHOSEN:
-        label, knob = CHOSEN[method]
+    chosen = CHOSEN_BY_TASK[args.task]
+    if args.knobs == "chosen" and method in chosen:
+        label, knob = chosen[method]
         return tuple(knob.items()), label
     return (), ""
 

@@ -561,7 +561,7 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         f"## Drift per mini-batch index at M = {m_max}, chosen knobs (mean over steps and seeds)", "",
         drift_table(chosen_records), "", "![drift](drift.png)", "",
         "## Where a step spends its time (every executed run; seconds per step, share of the step)", "",
-        "eval: greedy decoding of both held-out splits (every 2nd step); sample: the rollout (KV-cached sampler); "
+        f"eval: greedy decoding of both held-out splits (every {args.eval_every} steps); sample: the rollout (KV-cached sampler); "
         "reward: verifier and GRPO advantages; old_log_prob: verl's engine forward over the batch; update: the M "
         "train_batch calls (forward, backward, Adam); sync: lr scheduler step and the weight sync to the sampler.", "",
         time_table([r for res in results.values() if not res.get("shared_from") for r in res["records"]]), ""])

@@ -81,13 +81,16 @@ def test_early_curve_measures_by_hand():
         measure(_records([0.3, 0.4], steps=[2, 4]))
 
 
-def test_the_main_job_runs_at_the_committed_choice():
-    """run.CHOSEN (what `python -m sspo_verl.testbed` runs) is the committed sweep's chosen.json."""
-    from sspo_verl.testbed.run import CHOSEN
+@pytest.mark.parametrize("task,folder", [("short", "sweep-cpu"), ("long", "sweep-long-cpu")])
+def test_the_main_job_runs_at_the_committed_choice(task, folder):
+    """run.CHOSEN_BY_TASK (what `python -m sspo_verl.testbed --task <task>` runs) is its committed sweep's chosen.json."""
+    from sspo_verl.testbed.run import CHOSEN_BY_TASK, method_knob, parse_args
 
-    committed = json.loads((ROOT / "docs" / "results" / "sweep-cpu" / "chosen.json").read_text())
+    committed = json.loads((ROOT / "docs" / "results" / folder / "chosen.json").read_text())
     assert {m: (c["label"], c["knob"]) for m, c in committed.items()} == \
-        {m: (label, knob) for m, (label, knob) in CHOSEN.items()}
+        {m: (label, knob) for m, (label, knob) in CHOSEN_BY_TASK[task].items()}
+    args = parse_args(["--task", task, "--methods", "grpo_dapo,sspo"])
+    assert method_knob("sspo", args) == (tuple(committed["sspo"]["knob"].items()), committed["sspo"]["label"])
 
 
 @pytest.mark.slow
