@@ -74,6 +74,12 @@ def drift_by_index(runs: dict[int, list[dict]]) -> dict[str, list[float]]:
     return out
 
 
+def mean_response_tokens(records: list[dict]) -> float:
+    """The mean response length in tokens (EOS included) over every rollout of the records' runs and steps."""
+    lengths = [r["response_len"] for r in records if "response_len" in r]
+    return float(np.mean(lengths)) if lengths else float("nan")
+
+
 def mean_std(values) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), float("nan"))
@@ -106,6 +112,31 @@ def drift_table(records: list[dict]) -> str:
         for key, values in drift_by_index(seeds).items():
             cells = [f"{v:.3g}" for v in values] + [""] * (width - len(values))
             lines.append(f"| {method}{f' [{knob}]' if knob else ''} | {m} | {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stability_table(runs: dict[tuple[str, int, int], list[dict]]) -> str:
+    """Markdown, per method and M (runs: {(method, M, seed): records}): the paper's stability measures.
+
+    token / sequence IW variance: mean over steps of the variance of r_t and of exp(mean_t log r_t) (grpo.py);
+    entropy: the rollout policy's mean token entropy at the first and the last step, and its lowest over training;
+    collapses: runs whose final held-out accuracy fell below half their best and at least 0.05 under it, or whose
+    loss was not finite (the rule of sspo_verl.tools.report, shared with the comparison tool)."""
+    from ..tools.report import summarize
+
+    groups: dict = defaultdict(dict)
+    for (method, m, seed), records in runs.items():
+        groups[(method, m)][seed] = records
+    lines = ["| method | M | seeds | token IW variance | sequence IW variance | entropy first step | entropy last step "
+             "| lowest entropy | collapses |", "|---|---|---|---|---|---|---|---|---|"]
+    for (method, m), seeds in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        steps = [[r for r in sorted(recs, key=lambda r: r["step"]) if "entropy" in r] for recs in seeds.values()]
+        mean = lambda key: np.mean([r[key] for run in steps for r in run if key in r])  # noqa: E731
+        first, last = np.mean([run[0]["entropy"] for run in steps]), np.mean([run[-1]["entropy"] for run in steps])
+        lowest = np.mean([min(r["entropy"] for r in run) for run in steps])
+        collapses = summarize([r for recs in seeds.values() for r in recs], method)[0].collapses
+        lines.append(f"| {method} | {m} | {len(seeds)} | {mean('token_iw_var'):.3g} | {mean('seq_iw_var'):.3g} | "
+                     f"{first:.3f} | {last:.3f} | {lowest:.3f} | {collapses}/{len(seeds)} |")
     return "\n".join(lines)
 
 

@@ -40,15 +40,26 @@ class Problem:
 
 @dataclass(frozen=True)
 class ArithmeticTask:
-    """Chains of `n_operands` numbers in [0, max_operand] joined by + or -."""
+    """Chains of `n_operands` numbers in [0, max_operand] joined by + or -.
+
+    total_width: each running total written with at least this many characters, zero-padded after its sign
+    ("012", "-03" at width 3; 0: as short as possible). The verifier reads them as the same integers; the k-th total
+    then starts at the same place in every solution, which a small model finds easier to line up with the k-th
+    number of the prompt on long chains (the long-response preset)."""
 
     n_operands: int = 3
     max_operand: int = 49
+    total_width: int = 0
 
     def __post_init__(self):
-        if self.n_operands < 2 or self.max_operand < 1:
-            raise ValueError(f"ArithmeticTask needs n_operands >= 2 and max_operand >= 1, got "
-                             f"n_operands={self.n_operands}, max_operand={self.max_operand}")
+        if self.n_operands < 2 or self.max_operand < 1 or self.total_width < 0:
+            raise ValueError(f"ArithmeticTask needs n_operands >= 2, max_operand >= 1 and total_width >= 0, got "
+                             f"n_operands={self.n_operands}, max_operand={self.max_operand}, "
+                             f"total_width={self.total_width}")
+
+    def write(self, total: int) -> str:
+        """A running total as the solution writes it."""
+        return f"{total:0{self.total_width}d}" if self.total_width else str(total)
 
     def sample(self, rng: random.Random) -> Problem:
         numbers = [rng.randint(0, self.max_operand) for _ in range(self.n_operands)]
@@ -58,12 +69,17 @@ class ArithmeticTask:
             total = total + n if op == "+" else total - n
             totals.append(total)
         prompt = str(numbers[0]) + "".join(op + str(n) for op, n in zip(ops, numbers[1:])) + "="
-        return Problem(prompt=prompt, solution=",".join(map(str, totals)), answer=total)
+        return Problem(prompt=prompt, solution=",".join(map(self.write, totals)), answer=total)
 
     @property
     def size(self) -> int:
         """How many distinct problems there are (prompts differ)."""
         return (self.max_operand + 1) ** self.n_operands * 2 ** (self.n_operands - 1)
+
+    @property
+    def max_heldout(self) -> int:
+        """The most problems `heldout` draws from one split: a split holds about size / 8 problems, less a margin."""
+        return int(0.6 * self.size / _SPLIT_BUCKETS)
 
     def problems(self, n: int, seed: int, split: str = "train") -> list[Problem]:
         """`n` problems of `split` drawn with replacement (a stream of prompts), deterministic in `seed`."""
@@ -80,7 +96,7 @@ class ArithmeticTask:
         """`n` distinct problems of the held-out `split` ("val" or "test"): one fixed set per split."""
         if split not in HELDOUT_SEEDS:
             raise ValueError(f"held-out split {split!r}: choose one of {', '.join(HELDOUT_SEEDS)}")
-        most = int(0.6 * self.size / _SPLIT_BUCKETS)  # a split holds about size / 8 problems: leave a margin
+        most = self.max_heldout
         if n > most:
             raise ValueError(f"{n} held-out problems asked of a task with {self.size} problems (about "
                              f"{self.size // _SPLIT_BUCKETS} per held-out split): ask for at most {most}, "
@@ -100,8 +116,8 @@ class ArithmeticTask:
     @property
     def max_solution_chars(self) -> int:
         # each running total has at most len(str(n_operands * max_operand + 1)) digits (+ 1: a flawed
-        # demonstration's final total, see `flawed`) and a sign, plus a comma
-        return (self.n_operands - 1) * (len(str(self.n_operands * self.max_operand + 1)) + 2)
+        # demonstration's final total, see `flawed`) and a sign, or total_width characters, plus a comma
+        return (self.n_operands - 1) * (max(self.total_width, len(str(self.n_operands * self.max_operand + 1)) + 1) + 1)
 
     @property
     def response_len(self) -> int:
@@ -109,13 +125,14 @@ class ArithmeticTask:
         return self.max_solution_chars + 1
 
 
-def flawed(problem: Problem) -> str:
-    """The solution with its final total off by one (answer + 1): a demonstration of mixed quality's wrong half.
+def flawed(problem: Problem, task: ArithmeticTask | None = None) -> str:
+    """The solution with its final total off by one (answer + 1): a demonstration of mixed quality's wrong half,
+    written as `task` writes totals (default: as short as possible).
 
     A cold start on a mix of right and flawed demonstrations gives a policy that samples the right answer some of
     the time on every problem (pass@k far above pass@1): something for RL to sharpen (testbed-probe.md)."""
     totals = problem.solution.split(",")
-    return ",".join(totals[:-1] + [str(problem.answer + 1)])
+    return ",".join(totals[:-1] + [(task or ArithmeticTask()).write(problem.answer + 1)])
 
 
 def split_of(prompt: str) -> str:

@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -91,22 +90,27 @@ def setup_process(device: str, threads: int | None) -> None:
 
 
 def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str = "cpu", group_size: int = 8) -> dict:
-    """Build, fine-tune and save the seed's policy. Returns what it starts RL from: greedy accuracy on both held-out
-    splits, and on val the sampled pass@1 and pass@G (G samples at temperature 1, as a rollout draws them)."""
+    """Build, fine-tune and save the seed's policy to spec.path (whole or not at all: built in a folder beside it,
+    then renamed). Returns what it starts RL from: greedy accuracy on both held-out splits, and on val the sampled
+    pass@1 and pass@G (G samples at temperature 1, as a rollout draws them) and the sampled responses' mean length
+    in tokens (EOS included, as verl's response_mask counts them)."""
     import torch
 
     from . import policy as pol
     from .arithmetic import build_tokenizer
 
+    final = Path(spec.path)
+    building = final.with_name(final.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)  # a build killed earlier
     tokenizer = build_tokenizer()
-    pol.make_policy(spec.path, tokenizer, spec.model_size, seed=spec.seed)
-    model = pol.load_policy(spec.path, device)
+    pol.make_policy(building, tokenizer, spec.model_size, seed=spec.seed)
+    model = pol.load_policy(building, device)
     t0 = time.perf_counter()
     with quiet():
         pol.cold_start(model, tokenizer, task, spec.steps, spec.batch_size, lr=spec.lr, seed=spec.seed,
                        prompt_len=task.max_prompt_chars, response_len=task.response_len,
                        flawed_fraction=spec.flawed_fraction)
-        model.save_pretrained(spec.path)
+        model.save_pretrained(building)
     sft_s = time.perf_counter() - t0
     P, R = task.max_prompt_chars, task.response_len
     info = {"seed": spec.seed, "sft_s": sft_s, "parameters": sum(p.numel() for p in model.parameters())}
@@ -118,7 +122,10 @@ def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str 
     resp, resp_mask = pol.sample(model, ids.to(device), mask.to(device), R, tokenizer.eos_token_id,
                                  tokenizer.pad_token_id, generator=gen)
     scores = pol.rewards_of(tokenizer, problems, resp.cpu(), resp_mask.cpu()).view(-1, group_size)  # (N, G)
-    info.update(val_pass1=scores.mean().item(), val_pass_g=scores.max(1).values.mean().item(), group_size=group_size)
+    info.update(val_pass1=scores.mean().item(), val_pass_g=scores.max(1).values.mean().item(), group_size=group_size,
+                sample_response_tokens=resp_mask.sum(1).float().mean().item())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(building, final)
     return info
 
 
@@ -172,23 +179,59 @@ def default_workers(device: str) -> int:
     return 1 if device == "cuda" else max(1, min(2, os.cpu_count() or 1))
 
 
-def cold_starts(specs: list[ColdStart], task: ArithmeticTask, heldout: int, workers: int, device: str,
-                threads: int | None, group_size: int = 8, log: Callable[[str], None] = print) -> list[dict]:
-    def done(i, info):
-        log(f"cold start seed {info['seed']}: held-out greedy accuracy val {info['val_acc']:.3f} test "
-            f"{info['test_acc']:.3f}, sampled pass@1 {info['val_pass1']:.3f} pass@{group_size} "
-            f"{info['val_pass_g']:.3f} ({info['parameters'] / 1e6:.2f}M parameters, {info['sft_s']:.0f}s)")
+def describe_cold_start(info: dict) -> str:
+    g = info.get("group_size", 8)
+    return (f"held-out greedy accuracy val {info['val_acc']:.3f} test {info['test_acc']:.3f}, sampled pass@1 "
+            f"{info['val_pass1']:.3f} pass@{g} {info['val_pass_g']:.3f}, {info.get('sample_response_tokens', 0):.1f} "
+            f"response tokens ({info['parameters'] / 1e6:.2f}M parameters, {info['sft_s']:.0f}s)")
 
-    return run_parallel([(cold_start, (s, task, heldout, device, group_size)) for s in specs], min(workers, len(specs)),
-                        device, threads, done)
+
+def ensure_cold_starts(folder, args, task: ArithmeticTask, need_weights: set[int],
+                       log: Callable[[str], None] = print) -> tuple[list[dict], dict[int, str]]:
+    """The cold starts of seeds 0 .. args.seeds - 1 in the run folder (store.RunFolder): a seed's finished cold
+    start is reused, the others built (in parallel) and saved as each finishes. Seeds in `need_weights` must have
+    their checkpoint on disk (their runs are still to do). Returns (infos by seed, {seed: checkpoint path}).
+    args: the CLI's (seeds, model_size, sft_steps, sft_batch, flawed_fraction, heldout, workers, device, threads,
+    group_size)."""
+    folder.cold_dir.mkdir(parents=True, exist_ok=True)
+    specs = {seed: ColdStart(seed, str(folder.cold_start_path(seed)), args.model_size, args.sft_steps, args.sft_batch,
+                             flawed_fraction=args.flawed_fraction) for seed in range(args.seeds)}
+    infos = {seed: folder.cold_start_info(seed, seed in need_weights) for seed in specs}
+    for seed, info in infos.items():
+        if info is not None:
+            log(f"cold start seed {seed} (in {folder.cold_dir}, reused): {describe_cold_start(info)}")
+    todo = [specs[seed] for seed, info in infos.items() if info is None]
+
+    def done(i, info):
+        folder.save_cold_start(info["seed"], info)
+        infos[info["seed"]] = info
+        log(f"cold start seed {info['seed']}: {describe_cold_start(info)}")
+
+    if todo:
+        log(f"building {len(todo)} cold start(s) of {args.sft_steps} steps in {folder.cold_dir} ...")
+        run_parallel([(cold_start, (s, task, args.heldout, args.device, args.group_size)) for s in todo],
+                     min(args.workers, len(todo)), args.device, args.threads, done)
+    return [infos[seed] for seed in sorted(infos)], {seed: s.path for seed, s in specs.items()}
+
+
+def check_cold_starts(infos: list[dict], fix: str) -> None:
+    """The quality gate (quality.check_learnable) on every seed's cold start: the error names the seed, its measured
+    values and the fix. The cold starts stay in the run folder (the same command with --no-quality-gate uses them)."""
+    from .quality import check_learnable
+
+    for info in infos:
+        check_learnable(info, f"the cold start of seed {info['seed']}", fix)
 
 
 def execute_all(runs: list[Run], checkpoints: dict[int, str], task: ArithmeticTask, rl: RLConfig, workers: int,
-                device: str, threads: int | None, log: Callable[[str], None] = print) -> list[dict]:
-    """Every run's result (see `execute`), in the order of `runs`."""
+                device: str, threads: int | None, log: Callable[[str], None] = print,
+                save: Callable[[Run, dict], None] | None = None) -> list[dict]:
+    """Every run's result (see `execute`), in the order of `runs`; save(run, result) as each finishes."""
     started, count = time.perf_counter(), [0]
 
     def done(i, result):
+        if save is not None:
+            save(runs[i], result)
         count[0] += 1
         recs = result["records"]
         accs = [r["val_acc"] for r in recs if "val_acc" in r]
@@ -200,16 +243,20 @@ def execute_all(runs: list[Run], checkpoints: dict[int, str], task: ArithmeticTa
                         threads, done)
 
 
-@contextlib.contextmanager
-def cold_started(args, task: ArithmeticTask, prefix: str = "sspo-testbed-"):
-    """The cold starts of seeds 0 .. args.seeds - 1 in a temporary folder, removed on exit.
-    Yields (their infos, {seed: checkpoint path}). args: the CLI's (seeds, model_size, sft_steps, sft_batch,
-    flawed_fraction, heldout, workers, device, threads, group_size)."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        specs = [ColdStart(seed, str(root / f"seed{seed}"), args.model_size, args.sft_steps, args.sft_batch,
-                           flawed_fraction=args.flawed_fraction) for seed in range(args.seeds)]
-        infos = cold_starts(specs, task, args.heldout, args.workers, args.device, args.threads, args.group_size)
-        yield infos, {s.seed: s.path for s in specs}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def run_job(folder, runs: list[Run], args, task: ArithmeticTask, rl: RLConfig, gate_fix: str | None,
+            log: Callable[[str], None] = print,
+            prepare: Callable[[dict], dict] = lambda result: result) -> tuple[dict, list[dict]]:
+    """The runs of a job through its run folder (store.RunFolder): finished runs are read back, the others executed
+    from their seed's cold start (built or reused, then passed through the quality gate unless gate_fix is None)
+    and saved as each completes. prepare(result) -> what is saved (e.g. rounded records).
+    Returns ({run: result}, cold-start infos by seed)."""
+    pending = [run for run in runs if folder.result(run) is None]
+    if len(pending) < len(runs):
+        log(f"{len(runs) - len(pending)} of {len(runs)} runs already finished in {folder.out}: skipping them")
+    infos, checkpoints = ensure_cold_starts(folder, args, task, {run.seed for run in pending}, log)
+    if gate_fix is not None:
+        check_cold_starts(infos, gate_fix)
+    if pending:
+        execute_all(pending, checkpoints, task, rl, args.workers, args.device, args.threads, log,
+                    save=lambda run, result: folder.save_result(run, prepare(result)))
+    return {run: folder.result(run) for run in runs}, infos

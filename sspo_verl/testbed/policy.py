@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .arithmetic import ArithmeticTask, Problem, flawed, reward
 from ..verl_on_cpu.harness import position_ids
 
+MAX_POSITIONS = 128  # the policy's positions: a prompt and its longest response must fit (options.py checks it)
 MODEL_SIZES = {  # Qwen2 architecture; "small" 0.31M parameters (CPU), "medium" ~10M (GPU)
     "small": dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=2),
@@ -31,7 +32,7 @@ def make_policy(path: str | Path, tokenizer, size: str = "small", seed: int = 0)
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=128, tie_word_embeddings=True,
+    config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=tokenizer.eos_token_id, **MODEL_SIZES[size])
     Qwen2ForCausalLM(config).save_pretrained(path)
@@ -138,7 +139,7 @@ def demonstrations(task: ArithmeticTask, n: int, seed: int, flawed_fraction: flo
         raise ValueError(f"flawed_fraction={flawed_fraction} must be in [0, 1): some demonstrations must be right")
     problems = task.problems(n, seed=10_000 + seed)  # train split; a stream apart from RL's (seed 100 + seed)
     rng = random.Random(20_000 + seed)
-    return [(p, flawed(p) if rng.random() < flawed_fraction else p.solution) for p in problems]
+    return [(p, flawed(p, task) if rng.random() < flawed_fraction else p.solution) for p in problems]
 
 
 def cold_start(model, tokenizer, task: ArithmeticTask, steps: int, batch_size: int, lr: float, seed: int,

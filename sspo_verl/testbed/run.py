@@ -6,29 +6,33 @@ with M mini-batches per rollout batch, every update through verl's FSDP2 engine 
     python -m sspo_verl.testbed --device cuda     # a larger model and batch on a GPU
     python -m sspo_verl.testbed.sweep             # each method's knob x M in {1, 2, 4, 8, 16} x 3 seeds
 
-The methods run at the knobs the committed sweep chose on its val split (`CHOSEN` below; --knobs default for the
-recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method, seed and step, step 0
-and the final evaluation included), summary.md (tables), reward_accuracy.png, importance_weights.png, entropy.png.
+The methods run at the knobs the committed sweep of their task chose on its val split (`CHOSEN_BY_TASK` below;
+--knobs default for the recipes' defaults). Writes a run folder: config.json, metrics.jsonl (one record per method,
+seed and step, step 0 and the final evaluation included), summary.md (tables and the comparison with the committed
+run), reward_accuracy.png, importance_weights.png, entropy.png; it is resumable (store.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import cli
 from ..loss.methods import METHODS
+from . import options
 
 DEFAULT_METHODS = ["grpo_dapo", "sspo"]
-FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign"]
+FULL_METHODS = ["grpo_dapo", "gspo", "gmpo", "sapo", "sspo", "sspo_sigmoid", "sspo_erf", "sspo_softsign", "sspo_sapo"]
 BASELINE = "grpo_dapo"  # vanilla PPO clip with DAPO's clip-higher: the GRPO the paper compares against
 ON_POLICY_CONTROL = "grpo"  # run at M = 1: does RL learn here at all, with no off-policy drift?
-PRESETS = {  # per device: model size, rollout batch, cold start, workers
-    "cpu": dict(model_size="small", prompts=32, sft_steps=300, sft_batch=64),
-    "cuda": dict(model_size="medium", prompts=128, sft_steps=1500, sft_batch=256),
+PRESETS = {  # per device: the rollout batch (the task presets, cold start and model: options.py)
+    "cpu": dict(prompts=32),
+    "cuda": dict(prompts=128),
 }
 
 # The knob each method runs at here: the sweep's choice on val (python -m sspo_verl.testbed.sweep writes it to
@@ -44,27 +48,35 @@ CHOSEN: dict[str, tuple[str, dict]] = {
     "sspo_softsign": ("tau 1.68/1.86 (calibrated to 0.2/0.28)",
                       {"tau_pos": 1.677928508505089, "tau_neg": 1.856264991453141}),
 }
+# The same for --task long: the long sweep's choice (docs/results/sweep-long-cpu/chosen.json; the same test).
+CHOSEN_LONG: dict[str, tuple[str, dict]] = {
+    "grpo_dapo": ("clip 0.1/0.14", {"clip_ratio_low": 0.1, "clip_ratio_high": 0.14}),
+    "gspo": ("clip 0.0003/0.0004 (default)", {"clip_ratio_low": 0.0003, "clip_ratio_high": 0.0004}),
+    "gmpo": ("clip 0.2/0.2", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio": 0.2}),
+    "sapo": ("tau 6.3/8.81 (calibrated to 0.2/0.28)", {"tau_pos": 6.295525621568164, "tau_neg": 8.81373587019543}),
+    "sspo": ("tau 4.05/4.48 (calibrated to 0.2/0.28)", {"tau_pos": 4.050877761925444, "tau_neg": 4.481420117724549}),
+    "sspo_sapo": ("tau 12.6/17.6", {"tau_pos": 12.591051243136327, "tau_neg": 17.62747174039086}),
+}
+CHOSEN_BY_TASK = {"short": CHOSEN, "long": CHOSEN_LONG}  # task preset -> the knobs its committed sweep chose
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sspo_verl.testbed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+PROG = "python -m sspo_verl.testbed"
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)}")
     p.add_argument("--on-policy-control", default=ON_POLICY_CONTROL,
                    help="a method also run at M = 1 (the on-policy control), or 'none'")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (each seed has its own cold start)")
     p.add_argument("--full", action="store_true", help=f"every method ({', '.join(FULL_METHODS)}) x 3 seeds")
-    p.add_argument("--steps", type=int, default=30, help="RL steps (rollout batches) per run")
     p.add_argument("--prompts", type=int, default=None, help="prompts per rollout batch (default: per device)")
-    p.add_argument("--group-size", type=int, default=8, help="samples per prompt (G)")
     p.add_argument("--mini-batches", type=int, default=16,
                    help="optimizer steps per rollout batch (M; 1 = on-policy). 16: the sweep's most off-policy degree, "
                         "moderately stressed at lr 3e-5 (grpo_dapo clips 1.9%% of tokens; docs/results/drift-map), "
                         "the only M at which the sweep tells the methods apart")
-    p.add_argument("--lr", type=float, default=3e-5, help="actor learning rate (verl's AdamW)")
-    p.add_argument("--warmup-steps", type=int, default=5,
-                   help="verl's linear lr warm-up, in rollout batches (the scheduler steps once per batch)")
     p.add_argument("--knobs", choices=["chosen", "default"], default="chosen",
                    help="chosen: each method's clip range or temperatures chosen by the committed sweep; "
                         "default: the recipes' (sspo_verl/loss/methods.py)")
@@ -73,28 +85,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tau-from-clip", type=float, nargs=2, default=None, metavar=("CLIP_LOW", "CLIP_HIGH"),
                    help="SSPO/SAPO temperatures at which each gate passes half its gradient at r = 1 + CLIP_HIGH "
                         "(A > 0) and r = 1 - CLIP_LOW (A <= 0), e.g. 0.2 0.28 (python -m sspo_verl.tools.calibrate)")
-    p.add_argument("--eval-every", type=int, default=2, help="held-out accuracy every this many steps")
-    p.add_argument("--heldout", type=int, default=256, help="problems in each held-out split (val, test), greedy")
-    p.add_argument("--operands", type=int, default=3, help="numbers per problem")
-    p.add_argument("--max-operand", type=int, default=9, help="largest number in a problem")
-    p.add_argument("--flawed-fraction", type=float, default=0.7,
-                   help="share of cold-start demonstrations whose final total is off by one (RL sharpens it away)")
-    p.add_argument("--sft-steps", type=int, default=None, help="cold-start steps (default: per device)")
-    p.add_argument("--sft-batch", type=int, default=None, help="cold-start batch (default: per device)")
-    p.add_argument("--model-size", default=None, help="small or medium (default: per device)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--workers", type=int, default=None,
-                   help="runs in parallel, one process each (default: 2 on CPU, 1 on CUDA)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 on CPU)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/testbed-<time>)")
+    options.add_task_arguments(p)
+    options.add_run_arguments(p)
+    p.add_argument("--out", default=None, help="run folder (default: runs/testbed-<time>); rerunning the same "
+                                               "command on it resumes the job, skipping its finished runs")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The arguments, every one checked (a bad value: one line naming the flag and the fix, exit 2)."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.full:
         args.methods, args.seeds = ",".join(FULL_METHODS), 3
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.methods = options.parse_methods(p, args.methods)
     control = None if args.on_policy_control == "none" else args.on_policy_control
-    unknown = [m for m in args.methods + ([control] if control else []) if m not in METHODS]
-    if unknown:
-        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if control is not None:
+        options.parse_methods(p, control, "--on-policy-control")
     if control in args.methods:
         p.error(f"--methods includes {control}, the on-policy control (run at M = 1): pass --on-policy-control none, "
                 f"or another method")
@@ -102,15 +109,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.tau_from_clip and (args.tau_pos is not None or args.tau_neg is not None):
         p.error(f"--tau-from-clip {' '.join(map(str, args.tau_from_clip))} conflicts with --tau-pos {args.tau_pos} "
                 f"--tau-neg {args.tau_neg}: both set the temperatures; give one of them")
-    for key, value in PRESETS[args.device].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if args.workers is None:
-        from .jobs import default_workers
+    for flag, tau in (("--tau-pos", args.tau_pos), ("--tau-neg", args.tau_neg)):
+        if tau is not None and not (math.isfinite(tau) and tau > 0):
+            p.error(f"{flag} {tau}: a temperature is a positive number, e.g. 1.0 (SAPO's)")
+    if args.tau_from_clip:
+        from ..tools.calibrate import edges
 
-        args.workers = default_workers(args.device)
-    if args.threads is None and args.device == "cpu":
-        args.threads = 1
+        try:
+            edges(*args.tau_from_clip)
+        except ValueError as exc:
+            p.error(f"--tau-from-clip {' '.join(map(str, args.tau_from_clip))}: {exc}")
+    if args.prompts is None:
+        args.prompts = PRESETS[args.device]["prompts"]
+    args.task_spec = options.finish(p, args, [args.mini_batches])
     return args
 
 
@@ -127,22 +138,37 @@ def method_knob(method: str, args) -> tuple[tuple[tuple[str, float], ...], str]:
         low, high = args.tau_from_clip
         tau_pos, tau_neg = taus_from_clip(METHODS[method]["loss_mode"], low, high)
         return (("tau_pos", tau_pos), ("tau_neg", tau_neg)), f"tau from clip {low:g}/{high:g}"
-    if args.knobs == "chosen" and method in CHOSEN:
-        label, knob = CHOSEN[method]
+    chosen = CHOSEN_BY_TASK[args.task]
+    if args.knobs == "chosen" and method in chosen:
+        label, knob = chosen[method]
         return tuple(knob.items()), label
     return (), ""
 
 
+def identity(args, rl, task, runs) -> dict:
+    """What decides the job's results (store.RunFolder refuses to mix jobs that differ in any of it)."""
+    from .jobs import ColdStart
+
+    return {"job": "testbed", "task": asdict(task), "rl": asdict(rl), "device": args.device, "threads": args.threads,
+            "cold_start": {"model_size": args.model_size, "steps": args.sft_steps, "batch": args.sft_batch,
+                           "lr": ColdStart.lr, "flawed_fraction": args.flawed_fraction, "group_size": args.group_size,
+                           "heldout": args.heldout},
+            "runs": [asdict(r) for r in runs]}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return cli.run(PROG, job, args, sys.argv[1:] if argv is None else list(argv))
+
+
+def job(args, argv: list[str]) -> int:
     from ..tools.report import markdown_table, summarize, write_report
-    from . import analysis, jobs
-    from .arithmetic import ArithmeticTask
+    from . import analysis, committed, jobs
     from .grpo import RLConfig
+    from .store import RunFolder
 
     out = Path(args.out or f"runs/testbed-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    task = ArithmeticTask(n_operands=args.operands, max_operand=args.max_operand)
+    task = args.task_spec
     rl = RLConfig(steps=args.steps, prompts=args.prompts, group_size=args.group_size, mini_batches=args.mini_batches,
                   lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, heldout=args.heldout)
     runs = []
@@ -152,31 +178,38 @@ def main(argv=None) -> int:
         for method in args.methods:
             knob, label = method_knob(method, args)
             runs.append(jobs.Run(method, seed, rl.mini_batches, knob, label))
-    config = {"argv": sys.argv[1:] if argv is None else list(argv), "methods": args.methods,
-              "on_policy_control": args.on_policy_control, "seeds": args.seeds, "rl": asdict(rl), "task": asdict(task),
-              "device": args.device, "model_size": args.model_size, "sft_steps": args.sft_steps,
-              "sft_batch": args.sft_batch, "flawed_fraction": args.flawed_fraction, "workers": args.workers,
-              "threads": args.threads, "runs": [asdict(r) for r in runs]}
+    command = "python -m sspo_verl.testbed " + " ".join(argv)
+    folder = RunFolder(out, identity(args, rl, task, runs), command)
+    folder.claim()
     print(f"testbed: {', '.join(args.methods)} (M = {rl.mini_batches}) and {args.on_policy_control or 'no'} on-policy "
           f"control (M = 1) x {args.seeds} seeds, {rl.steps} steps of {rl.prompts}x{rl.group_size} samples, lr {rl.lr} "
-          f"(warm-up {rl.warmup_steps}), device {args.device}, {args.workers} worker(s) -> {out}", flush=True)
-
-    started = time.perf_counter()
-    with jobs.cold_started(args, task) as (config["cold_start"], checkpoints):
-        results = jobs.execute_all(runs, checkpoints, task, rl, args.workers, args.device, args.threads)
-    records = [r for result in results for r in result["records"]]
+          f"(warm-up {rl.warmup_steps}), {task.n_operands}-number task, device {args.device}, {args.workers} "
+          f"worker(s) -> {out}", flush=True)
+    gate_fix = None if args.no_quality_gate else options.gate_fix(args)
+    results, cold = jobs.run_job(folder, runs, args, task, rl, gate_fix)
+    records = [r for run in runs for r in results[run]["records"]]
     with open(out / "metrics.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    config["wall_s"] = time.perf_counter() - started
-    config["run_wall_s"] = [result["wall_s"] for result in results]
+    invocations = folder.invocations
+    config = {"argv": argv, "task_preset": args.task, "methods": args.methods,
+              "on_policy_control": args.on_policy_control, "seeds": args.seeds, "rl": asdict(rl), "task": asdict(task),
+              "device": args.device, "model_size": args.model_size, "sft_steps": args.sft_steps,
+              "sft_batch": args.sft_batch, "flawed_fraction": args.flawed_fraction, "workers": args.workers,
+              "threads": args.threads, "runs": [asdict(r) for r in runs], "cold_start": cold,
+              "mean_response_tokens": analysis.mean_response_tokens(records),
+              "wall_s": sum(i["wall_s"] for i in invocations), "invocations": invocations,
+              "run_wall_s": [results[run]["wall_s"] for run in runs]}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     header = (f"# Testbed: {', '.join(args.methods)} x {args.seeds} seeds ({args.device})\n\n"
-              f"`python -m sspo_verl.testbed {' '.join(config['argv'])}`: {rl.steps} RL steps of "
+              f"`{command}`: {rl.steps} RL steps of "
               f"{rl.prompts} prompts x {rl.group_size} samples, {rl.mini_batches} mini-batches per step "
               f"({args.on_policy_control or 'no'} on-policy control at 1), lr {rl.lr} with {rl.warmup_steps} warm-up "
-              f"steps; {task.n_operands}-number arithmetic up to {task.max_operand}, cold start on demonstrations "
-              f"{args.flawed_fraction:.0%} flawed; {config['wall_s'] / 60:.1f} min with {args.workers} worker(s).")
+              f"steps; {task.n_operands}-number arithmetic up to {task.max_operand} (responses of "
+              f"{config['mean_response_tokens']:.1f} tokens on average), cold start of {args.sft_steps} steps on "
+              f"demonstrations {args.flawed_fraction:.0%} flawed.\n\n"
+              f"{WALL_LINE}{config['wall_s'] / 60:.1f} min with {args.workers} worker(s)"
+              f"{f' over {len(invocations)} invocations' if len(invocations) > 1 else ''}.")
     baseline = BASELINE if BASELINE in args.methods else args.methods[0]
     path = write_report(records, out, baseline, header)
     extra = ["", "## Learning over the cold start (held-out val split; test in metrics.jsonl)", "",
@@ -187,7 +220,12 @@ def main(argv=None) -> int:
              "the soft gate's tokens below half weight; outside_clip_band: tokens a 0.2/0.28 token clip would cut, "
              "the same yardstick for every method.", "", analysis.drift_table(records), ""]
     path.write_text(path.read_text() + "\n".join(extra))
+    folder.finish()
     print(markdown_table(summarize(records, baseline)), flush=True)
     print(analysis.learning_table(records), flush=True)
+    print(committed.compare(records, config, out), flush=True)
     print(f"run folder: {out} ({config['wall_s'] / 60:.1f} min)", flush=True)
     return 0
+
+
+WALL_LINE = "Wall time: "  # the one line of summary.md that differs between an interrupted and an uninterrupted job

@@ -81,13 +81,16 @@ def test_early_curve_measures_by_hand():
         measure(_records([0.3, 0.4], steps=[2, 4]))
 
 
-def test_the_main_job_runs_at_the_committed_choice():
-    """run.CHOSEN (what `python -m sspo_verl.testbed` runs) is the committed sweep's chosen.json."""
-    from sspo_verl.testbed.run import CHOSEN
+@pytest.mark.parametrize("task,folder", [("short", "sweep-cpu"), ("long", "sweep-long-cpu")])
+def test_the_main_job_runs_at_the_committed_choice(task, folder):
+    """run.CHOSEN_BY_TASK (what `python -m sspo_verl.testbed --task <task>` runs) is its committed sweep's chosen.json."""
+    from sspo_verl.testbed.run import CHOSEN_BY_TASK, method_knob, parse_args
 
-    committed = json.loads((ROOT / "docs" / "results" / "sweep-cpu" / "chosen.json").read_text())
+    committed = json.loads((ROOT / "docs" / "results" / folder / "chosen.json").read_text())
     assert {m: (c["label"], c["knob"]) for m, c in committed.items()} == \
-        {m: (label, knob) for m, (label, knob) in CHOSEN.items()}
+        {m: (label, knob) for m, (label, knob) in CHOSEN_BY_TASK[task].items()}
+    args = parse_args(["--task", task, "--methods", "grpo_dapo,sspo"])
+    assert method_knob("sspo", args) == (tuple(committed["sspo"]["knob"].items()), committed["sspo"]["label"])
 
 
 @pytest.mark.slow
@@ -98,7 +101,7 @@ def test_a_tiny_sweep_end_to_end(tmp_path):
     out = tmp_path / "sweep"
     assert sweep.main(["--methods", "grpo_dapo,sspo", "--mini-batches", "1,2", "--seeds", "1", "--steps", "2",
                        "--heldout", "16", "--sft-steps", "10", "--prompts", "8", "--group-size", "4", "--workers", "1",
-                       "--out", str(out)]) == 0
+                       "--no-quality-gate", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["runs_executed"] == 1 + 1 + 3 + 4 and config["runs_shared_at_m1"] == 2 + 3
     assert config["runs_not_shared"] == 0 and config["cpu_s"] > 0
@@ -114,5 +117,6 @@ def test_a_tiny_sweep_end_to_end(tmp_path):
         {(r["method"], r["label"], r["mini_batches"]) for r in rows}
     summary = (out / "summary.md").read_text()
     assert "## Best vs best" in summary and "## Where a step spends its time" in summary
-    for name in ("central.png", "robustness.png", "drift.png"):
+    assert "## Stability at the chosen knobs" in summary and "| sspo | 2 | 1 |" in summary
+    for name in ("central.png", "robustness.png", "drift.png", "stability.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
