@@ -28,11 +28,19 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m sspo_verl.tools.demo
 
+# Two processes, a test file (or docs page) each at a time: most tests are one single-threaded process, or wait on
+# Ray and subprocesses, and a page's blocks run in order. The multi-node tests run after, alone: each brings up a
+# cluster of network namespaces that needs both cores within its deadlines.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	status=0; \
+	$(PY) -m pytest -q -ra $(PYTEST_PARALLEL) -m "not multinode" || status=$$?; \
+	$(PY) -m pytest -q -ra -m multinode || status=$$?; \
+	exit $$status
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra $(PYTEST_PARALLEL) -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -33,7 +33,7 @@ setup(
         "math": ["math-verify==0.9.0"],  # DeepMath / MATH500 / AIME rewards
         "compare": ["matplotlib>=3.7"],  # python -m sspo_verl.tools.compare (its plots)
         "testbed": ["matplotlib>=3.7"],  # python -m sspo_verl.testbed (its plots)
-        "test": ["pytest>=7", "sybil>=9,<11", "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5,<4", "sybil>=9,<11", "math-verify==0.9.0", "matplotlib>=3.7", "tensorboard"],
         "gpu": ["vllm", "flash-attn"],
     },
     # `import verl` loads this entry point in every process (driver and Ray workers): importing sspo_verl.loss.plugin

@@ -131,3 +131,51 @@ def test_every_skipped_block_gives_its_reason(page):
 def test_every_docs_run_directive_reads(page):
     for line, arguments in directives(page, "docs-run"):
         RunSpec.parse(arguments, f"{_rel(page)}:{line}")
+
+
+RUN_ELSEWHERE = re.compile(r"run by (?P<test>tests/[\w/]+\.py)")
+
+
+def _skipped_blocks(page: Path) -> list[tuple[int, str, str]]:
+    """(line, skip reason, the source of the block it skips) for every skipped block of a page."""
+    text = page.read_text(encoding="utf-8")
+    skips = directives(page, "skip")
+    blocks = [(line, source) for line, source in _block_sources(text)]
+    found = []
+    for line, arguments in skips:
+        following = [b for b in blocks if b[0] > line]
+        if following:
+            found.append((line, arguments, following[0][1]))
+    return found
+
+
+def _block_sources(text: str) -> list[tuple[int, str]]:
+    lines, blocks, i = text.splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            blocks.append((i + 1, "\n".join(lines[i + 1:j])))
+            i = j
+        i += 1
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_a_block_skipped_as_run_elsewhere_is_run_by_the_test_it_names(page):
+    """`skip: next "run by tests/x.py ..."`: that test file exists and runs each script or module the block names
+    (a block that names none, like pip lines, must be read out of the page by that test)."""
+    for line, reason, source in _skipped_blocks(page):
+        named = RUN_ELSEWHERE.search(reason)
+        if not named:
+            continue
+        test = ROOT / named["test"]
+        assert test.is_file(), f"{_rel(page)}:{line}: the skip names {named['test']}, which does not exist"
+        test_text = test.read_text(encoding="utf-8")
+        targets = re.findall(r"(?:examples|recipes)/[\w/]+\.(?:py|sh)", source) + re.findall(r"python3? -m ([\w.]+)", source)
+        if not targets:  # e.g. pip lines: the test must read them out of the page itself
+            assert page.name in test_text, (f"{_rel(page)}:{line}: the skipped block names no script or module, and "
+                                            f"{named['test']} does not read {page.name}")
+        for target in targets:
+            assert target in test_text, f"{_rel(page)}:{line}: {named['test']} never runs {target}, which the block runs"

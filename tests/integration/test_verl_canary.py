@@ -28,7 +28,12 @@ def test_verls_policy_loss_tests_pass_with_the_plugin_loaded():
     check = subprocess.run([sys.executable, "-c", "import sys, verl; assert 'sspo_verl' in sys.modules"],
                            env=env, cwd="/", capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, "the plugin did not load through its entry point: " + check.stderr[-2000:]
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(ppo_tests / f) for f in FILES)],
+    # verl's tests sit inside this repository's .venv, below its pytest.ini and root conftest.py; pytest would use
+    # them (and the conftest binds the name `tests` to this repository's tests). Run verl's tests under no ini, with
+    # conftest discovery cut at site-packages, as they run in verl's own checkout.
+    site = ppo_tests.parent.parent.parent
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull,
+                          "--rootdir", str(site), "--confcutdir", str(site), *(str(ppo_tests / f) for f in FILES)],
                          env=env, cwd="/", capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout.splitlines()[-1]
