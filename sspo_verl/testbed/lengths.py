@@ -83,7 +83,9 @@ def plot(sweeps: list[dict], path: Path) -> None:
                 ax.scatter([t * (1 + 0.02 * (k - 0.5))] * len(d), d, color=line.get_color(), s=14, alpha=0.6)
     ax.axhline(0, color="gray", ls=":")
     ax.set_xscale("log")
-    ax.set_xticks([s["tokens"] for s in sweeps], [f"{s['tokens']:.0f}" for s in sweeps])
+    lengths = sorted({round(s["tokens"]) for s in sweeps})  # two sweeps of one length: one tick
+    ax.set_xticks(lengths, [str(t) for t in lengths])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the log axis' own labels would overlap ours
     ax.set_xlabel("mean response length (tokens)")
     ax.set_ylabel("final test accuracy minus grpo_dapo's (paired by seed)")
     ax.set_title(f"The gap to grpo_dapo at M = {', '.join(sorted({str(s['M']) for s in sweeps}))} against response "
