@@ -99,3 +99,13 @@ def eq13_gradient(batch: Batch, gate: Gate, tau_pos: float, tau_neg: float) -> t
     w = gate.weight(x, tau)
     n_seq = m.any(-1).sum()
     return torch.where(m, a * s * w / (n * n_seq), 0.0)  # (B, T)
+
+
+def assert_one_error_line(out, prog: str, *parts: str) -> None:
+    """A user error of command `prog` (a finished subprocess): exit 2, nothing on stdout, one line on stderr that
+    starts with the tool's name and contains each of `parts`."""
+    assert out.returncode == 2 and out.stdout == "", (out.returncode, out.stdout, out.stderr[-2000:])
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), out.stderr[-2000:]
+    for part in parts:
+        assert part in lines[0], lines[0]

@@ -184,7 +184,7 @@ def to_rows(spec: DatasetSpec, records: Iterable[dict], split: str, where: str, 
     return rows
 
 
-def _write_parquet(rows: list[dict], path: Path) -> None:
+def write_parquet(rows: list[dict], path: Path) -> None:
     """Atomically: a killed run leaves the old file or none, never half of one."""
     import pandas as pd
 
@@ -212,7 +212,7 @@ def prepare(name: str, out: Path, local: Path | None = None, limit: int | None =
     written = {}
     for split, split_rows in rows.items():
         written[split] = out / f"{split}.parquet"
-        _write_parquet(split_rows, written[split])
+        write_parquet(split_rows, written[split])
     return written
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import cli
-from ..data.prepare import SPECS, to_verl_row
+from ..data.prepare import SPECS, to_verl_row, write_parquet
 from ..rewards.arithmetic import SOURCES
 from .arithmetic import ArithmeticTask, Problem
 from .quality import check_learnable
@@ -217,18 +217,9 @@ def _exclusive(out: Path):
 def _remove_leftovers(out: Path, log: Callable[[str], None]) -> None:
     """What a killed preparation left (its temporary model folder or parquet); called under the lock, so no
     running preparation owns them."""
-    for leftover in [*out.glob("model.tmp*"), *out.glob("model.old-*"), *out.glob("*.parquet.tmp-*")]:
+    for leftover in [*out.glob("model.tmp*"), *out.glob("model.old-*"), *out.glob(".*.parquet.tmp")]:
         log(f"cpu_tiny: removing {leftover.name}, left by an interrupted preparation")
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-
-
-def _write_parquet(rows: list[dict], path: Path) -> None:
-    """Written beside `path`, then renamed over it: a reader never sees half a file."""
-    import pandas as pd
-
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    pd.DataFrame(rows).to_parquet(tmp)
-    os.replace(tmp, path)
 
 
 def _stored_info(model_dir: Path) -> dict | None:
@@ -268,9 +259,9 @@ def prepare(out: Path, seed: int = 0, log: Callable[[str], None] = print) -> dic
         _remove_leftovers(out, log)
         if not paths["train"].is_file():
             problems = TASK.problems(TRAIN_PROBLEMS, seed=100 + seed, split="train")
-            _write_parquet([arithmetic_row(p, "train", i) for i, p in enumerate(problems)], paths["train"])
+            write_parquet([arithmetic_row(p, "train", i) for i, p in enumerate(problems)], paths["train"])
         if not paths["val"].is_file():
-            _write_parquet(validation_rows(), paths["val"])
+            write_parquet(validation_rows(), paths["val"])
         info = _stored_info(paths["model"])
         if info is None or info.get("settings") != build_settings(seed):
             if info is not None:

@@ -174,11 +174,6 @@ def run_parallel(calls: Iterable[tuple[Callable, tuple]], workers: int, device: 
     return results
 
 
-def default_workers(device: str) -> int:
-    """2 processes on a CPU with 2 or more cores (the testbed's target), 1 on a GPU (one device)."""
-    return 1 if device == "cuda" else max(1, min(2, os.cpu_count() or 1))
-
-
 def describe_cold_start(info: dict) -> str:
     g = info.get("group_size", 8)
     return (f"held-out greedy accuracy val {info['val_acc']:.3f} test {info['test_acc']:.3f}, sampled pass@1 "

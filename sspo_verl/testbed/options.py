@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 from ..errors import require_module
 from ..loss.methods import METHODS
@@ -88,6 +89,11 @@ def _positive(p, args, flags: dict[str, str], minimum=1) -> None:
             p.error(f"{flag} {value}: must be at least {minimum}")
 
 
+def default_workers(device: str) -> int:
+    """2 processes on a CPU with 2 or more cores (the testbed's target), 1 on a 1-core machine or a GPU (one device)."""
+    return 1 if device == "cuda" else max(1, min(2, os.cpu_count() or 1))
+
+
 def finish(p: argparse.ArgumentParser, args: argparse.Namespace, mini_batches: list[int], needs_plots: bool = True):
     """Fill the preset's values into the flags left unset, then check everything; p.error on the first bad value.
     Returns the task (arithmetic.ArithmeticTask)."""
@@ -99,7 +105,7 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace, mini_batches: l
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     if args.workers is None:
-        args.workers = 1 if args.device == "cuda" else 2
+        args.workers = default_workers(args.device)
     if args.threads is None and args.device == "cpu":
         args.threads = 1
     _positive(p, args, {"seeds": "--seeds", "steps": "--steps", "prompts": "--prompts", "eval_every": "--eval-every",

@@ -91,9 +91,9 @@ class RunFolder:
                 self._invocations = held.get("invocations", [])
                 self.command = held.get("command", self.command)  # the command that started the job (a rerun may
                 # differ in what does not change the results, e.g. --workers)
-            elif self.finished():
+            elif finished := self.finished():
                 raise JobMismatchError(
-                    f"--out {self.out} holds {len(self.finished())} finished runs of another job "
+                    f"--out {self.out} holds {len(finished)} finished runs of another job "
                     f"(`{held.get('command', '?')}`), which differs from this command in {differs}: rerun that job's "
                     f"command to finish it, or give this one another --out")
             else:

@@ -513,7 +513,7 @@ def _wall(config: dict) -> str:
             f"on average while it ran")
 
 
-def stability_table(results: dict, chosen: dict, mini_batches) -> str:
+def stability_table(results: dict, chosen: dict) -> str:
     """analysis.stability_table of each method at its chosen knob, per M."""
     from .analysis import stability_table as table
 
@@ -557,7 +557,7 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         "## Stability at the chosen knobs (every M)", "",
         "The paper's stability claims, measured: the variance of the token and sequence importance weights (mean "
         "over steps, mini-batch 0 included as in verl's metrics), the rollout policy's entropy over training, and "
-        "collapses.", "", stability_table(results, chosen, args.mini_batches), "", "![stability](stability.png)", "",
+        "collapses.", "", stability_table(results, chosen), "", "![stability](stability.png)", "",
         f"## Drift per mini-batch index at M = {m_max}, chosen knobs (mean over steps and seeds)", "",
         drift_table(chosen_records), "", "![drift](drift.png)", "",
         "## Where a step spends its time (every executed run; seconds per step, share of the step)", "",

@@ -85,10 +85,8 @@ class Settings:
     """What every node checks, from the recipe's overrides and the driver's installation."""
 
     loss_mode: str
-    tau_pos: object
-    tau_neg: object
     loss_agg_mode: str
-    knobs: dict  # every actor key the loss modes' config checks read (clip ratios, temperatures): actor_knob_keys()
+    knobs: dict  # every actor key the loss modes' config checks read (temperatures, clip ratios): actor_knob_keys()
     external_lib: Optional[str]
     verl_spec: str  # the verl range sspo-verl supports, e.g. ">=0.9.1,<0.10"
     plugin_version: str  # the driver's sspo-verl: every node must run the same
@@ -123,8 +121,8 @@ def settings_from_config(cfg) -> Settings:
     """The checked keys of a composed `ppo_trainer` config (a DictConfig)."""
     actor = cfg.actor_rollout_ref.actor
     return Settings(
-        loss_mode=str(actor.policy_loss.loss_mode), tau_pos=actor.get("tau_pos"), tau_neg=actor.get("tau_neg"),
-        loss_agg_mode=str(actor.loss_agg_mode), knobs={k: actor.get(k) for k in actor_knob_keys()},
+        loss_mode=str(actor.policy_loss.loss_mode), loss_agg_mode=str(actor.loss_agg_mode),
+        knobs={k: actor.get(k) for k in actor_knob_keys()},
         external_lib=cfg.actor_rollout_ref.model.get("external_lib"),
         verl_spec=supported_verl(), plugin_version=importlib.metadata.version(DIST),
     )

@@ -35,7 +35,8 @@ def loss_settings(loss_mode: str, overrides: list[str]) -> dict:
     from sspo_verl.tools.preflight import settings_from_overrides
 
     s = settings_from_overrides(overrides)
-    return {"loss_mode": s.loss_mode, "tau_pos": s.tau_pos, "tau_neg": s.tau_neg, "loss_agg_mode": s.loss_agg_mode}
+    return {"loss_mode": s.loss_mode, "tau_pos": s.knobs["tau_pos"], "tau_neg": s.knobs["tau_neg"],
+            "loss_agg_mode": s.loss_agg_mode}
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,8 @@ import pytest
 
 from sspo_verl.loss.methods import METHODS, hydra_overrides
 
+from tests.helpers import assert_one_error_line
+
 METHODS_SH = Path(__file__).resolve().parents[2] / "recipes" / "lib" / "methods.sh"
 ACTOR = "actor_rollout_ref.actor."
 
@@ -111,15 +113,6 @@ def test_the_hand_derived_algebraic_temperatures_are_the_ones_the_issue_quotes()
     assert [round(t, 5) for t in _algebraic_taus(0.2, 0.28)] == [3.10468, 3.43465]
 
 
-def _one_error_line(out, *parts):
-    """A user error: exit 2, nothing on stdout, one line on stderr that starts with the tool's name."""
-    assert out.returncode == 2 and out.stdout == "", (out.returncode, out.stdout, out.stderr)
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: "), out.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-
-
 def _lines(out) -> dict:
     assert out.returncode == 0, out.stderr
     return dict(line.split("=", 1) for line in out.stdout.splitlines())
@@ -177,11 +170,11 @@ def test_a_clip_method_whose_arguments_select_a_soft_gate_gets_that_gates_temper
 
 def test_tau_from_clip_refuses_a_loss_mode_it_cannot_calibrate_in_one_line():
     out = _shell("sspo actor_rollout_ref.actor.policy_loss.loss_mode=sspo_algebraic", TAU_FROM_CLIP="0.2 0.28")
-    _one_error_line(out, 'TAU_FROM_CLIP="0.2 0.28" for your argument actor_rollout_ref.actor.policy_loss.loss_mode='
-                         "sspo_algebraic: Unknown SSPO gate 'algebraic'", "GATE_MODULE=<its .py file>")
+    assert_one_error_line(out, PROG, 'TAU_FROM_CLIP="0.2 0.28" for your argument actor_rollout_ref.actor.policy_loss.loss_mode='
+                          "sspo_algebraic: Unknown SSPO gate 'algebraic'", "GATE_MODULE=<its .py file>")
     out = _shell("sspo actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", TAU_FROM_CLIP="0.2 0.28")
-    _one_error_line(out, "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla selects a loss without temperatures",
-                    "unset TAU_FROM_CLIP")
+    assert_one_error_line(out, PROG, "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla selects a loss without temperatures",
+                          "unset TAU_FROM_CLIP")
 
 
 @pytest.mark.parametrize("env,message", [
@@ -195,15 +188,15 @@ def test_tau_from_clip_refuses_a_loss_mode_it_cannot_calibrate_in_one_line():
 ])
 def test_a_bad_gate_module_or_a_gate_method_without_one_is_one_line(env, message):
     out = _shell("sspo_algebraic", **env)
-    _one_error_line(out, message)
+    assert_one_error_line(out, PROG, message)
     if not env:
         assert "GATE_MODULE=<its .py file> makes sspo_<gate> a method" in out.stderr
 
 
 def test_a_gate_module_file_whose_name_is_not_a_module_name_is_refused(tmp_path):
     (tmp_path / "my-gates.py").write_text("raise SystemExit('must not be imported')\n")
-    _one_error_line(_shell("sspo", GATE_MODULE=str(tmp_path / "my-gates.py")),
-                    "'my-gates' is not a Python module name", "rename it")
+    assert_one_error_line(_shell("sspo", GATE_MODULE=str(tmp_path / "my-gates.py")), PROG,
+                          "'my-gates' is not a Python module name", "rename it")
 
 
 @pytest.mark.slow
@@ -212,7 +205,7 @@ def test_a_gate_module_that_fails_registers_nothing_or_prints_is_reported_and_ne
         "import torch, sspo_verl\n"  # g(1) != 1: register_gate's own check refuses it
         "sspo_verl.register_gate('broken', lambda x, t: x + 1, lambda x, t: torch.ones_like(x), lambda t: 1.0)\n")
     out = _shell("sspo", GATE_MODULE=str(tmp_path / "broken_gates.py"), PYTHONDONTWRITEBYTECODE="1")
-    _one_error_line(out, f"GATE_MODULE={tmp_path}/broken_gates.py: importing broken_gates failed (")
+    assert_one_error_line(out, PROG, f"GATE_MODULE={tmp_path}/broken_gates.py: importing broken_gates failed (")
     (tmp_path / "empty_gates.py").write_text("print('hello from the module')\n")
     out = _shell("sspo", GATE_MODULE=str(tmp_path / "empty_gates.py"), PYTHONDONTWRITEBYTECODE="1")
     assert out.returncode == 2 and out.stdout == ""  # its print went to stderr, not into the Hydra lines
@@ -257,4 +250,4 @@ def test_command_line_errors_are_one_line(argv, message):
 
     out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.method_lines", *argv], capture_output=True,
                          text=True, env=os.environ)
-    _one_error_line(out, message, "(see --help)")
+    assert_one_error_line(out, PROG, message, "(see --help)")

@@ -19,6 +19,8 @@ from sspo_verl.loss.gates import GATES
 from sspo_verl.loss.methods import METHODS, hydra_overrides
 from sspo_verl.loss.plugin import SUPPORTED_VERL
 
+from tests.helpers import assert_one_error_line
+
 A = "actor_rollout_ref.actor"
 SSPO = [f"{A}.policy_loss.loss_mode=sspo", f"{A}.tau_pos=1.0", f"{A}.tau_neg=1.05",
         f"{A}.loss_agg_mode=seq-mean-token-mean", "actor_rollout_ref.model.external_lib=sspo_verl"]
@@ -36,7 +38,7 @@ def test_supported_range_comes_from_the_package_metadata_and_matches_the_plugin(
 
 
 def test_settings_from_the_recipe_overrides(settings):
-    assert (settings.loss_mode, settings.tau_pos, settings.tau_neg) == ("sspo", 1.0, 1.05)
+    assert (settings.loss_mode, settings.knobs["tau_pos"], settings.knobs["tau_neg"]) == ("sspo", 1.0, 1.05)
     assert settings.loss_agg_mode == "seq-mean-token-mean" and settings.external_lib == "sspo_verl"
     assert settings.plugin_version == importlib.metadata.version("sspo-verl")
 
@@ -299,14 +301,6 @@ def _cli(*argv, **env):
                           timeout=300, env={**os.environ, **env}, cwd="/")
 
 
-def _one_error_line(out, *parts):
-    assert out.returncode == 2 and out.stdout == "", (out.returncode, out.stdout, out.stderr[-2000:])
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: "), out.stderr[-2000:]
-    for part in parts:
-        assert part in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("argv,message", [
     (["--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT (e.g. 10.0.0.1:6379) or 'auto'"),
     (["--address", "10.0.0.1:6379", "--runtime-env", "/nonexistent.json"], "--runtime-env /nonexistent.json: "),
@@ -316,7 +310,7 @@ def _one_error_line(out, *parts):
 ])
 def test_bad_arguments_are_one_line_before_any_work(argv, message):
     start = time.monotonic()
-    _one_error_line(_cli(*argv, "--", *SSPO), message)
+    assert_one_error_line(_cli(*argv, "--", *SSPO), PROG, message)
     assert time.monotonic() - start < 30  # no config composed (that alone takes seconds), no cluster asked
 
 
@@ -341,4 +335,4 @@ def test_a_runtime_env_that_is_not_a_mapping_is_refused(tmp_path):
      "the recipe's environment variable GATE_MODULE='gone_gates_pf': set GATE_MODULE instead)"),
 ])
 def test_bad_overrides_are_one_line_naming_the_key_and_the_recipes_knob(overrides, env, message):
-    _one_error_line(_cli("--local", "--", *overrides, **env), message)
+    assert_one_error_line(_cli("--local", "--", *overrides, **env), PROG, message)
