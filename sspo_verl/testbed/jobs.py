@@ -39,6 +39,16 @@ class ColdStart:
     flawed_fraction: float = 0.5
 
 
+def job_identity(job: str, args, task: ArithmeticTask, rl: RLConfig, runs: list) -> dict:
+    """What decides a job's results (store.RunFolder refuses to mix jobs that differ in any of it): the job's kind,
+    task, RL settings, device, threads, cold-start settings and its runs (as the job lists them)."""
+    return {"job": job, "task": asdict(task), "rl": asdict(rl), "device": args.device, "threads": args.threads,
+            "cold_start": {"model_size": args.model_size, "steps": args.sft_steps, "batch": args.sft_batch,
+                           "lr": ColdStart.lr, "flawed_fraction": args.flawed_fraction, "group_size": args.group_size,
+                           "heldout": args.heldout},
+            "runs": runs}
+
+
 @dataclass(frozen=True)
 class Run:
     """One RL run: `method` with actor overrides `knob` (e.g. (("tau_pos", 4.05), ("tau_neg", 4.48))) at M

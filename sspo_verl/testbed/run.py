@@ -145,17 +145,6 @@ def method_knob(method: str, args) -> tuple[tuple[tuple[str, float], ...], str]:
     return (), ""
 
 
-def identity(args, rl, task, runs) -> dict:
-    """What decides the job's results (store.RunFolder refuses to mix jobs that differ in any of it)."""
-    from .jobs import ColdStart
-
-    return {"job": "testbed", "task": asdict(task), "rl": asdict(rl), "device": args.device, "threads": args.threads,
-            "cold_start": {"model_size": args.model_size, "steps": args.sft_steps, "batch": args.sft_batch,
-                           "lr": ColdStart.lr, "flawed_fraction": args.flawed_fraction, "group_size": args.group_size,
-                           "heldout": args.heldout},
-            "runs": [asdict(r) for r in runs]}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     return cli.run(PROG, job, args, sys.argv[1:] if argv is None else list(argv))
@@ -165,7 +154,7 @@ def job(args, argv: list[str]) -> int:
     from ..tools.report import markdown_table, summarize, write_report
     from . import analysis, committed, jobs
     from .grpo import RLConfig
-    from .store import RunFolder
+    from .store import WALL_LINE, RunFolder
 
     out = Path(args.out or f"runs/testbed-{time.strftime('%Y%m%d-%H%M%S')}")
     task = args.task_spec
@@ -179,7 +168,7 @@ def job(args, argv: list[str]) -> int:
             knob, label = method_knob(method, args)
             runs.append(jobs.Run(method, seed, rl.mini_batches, knob, label))
     command = "python -m sspo_verl.testbed " + " ".join(argv)
-    folder = RunFolder(out, identity(args, rl, task, runs), command)
+    folder = RunFolder(out, jobs.job_identity("testbed", args, task, rl, [asdict(r) for r in runs]), command)
     folder.claim()
     print(f"testbed: {', '.join(args.methods)} (M = {rl.mini_batches}) and {args.on_policy_control or 'no'} on-policy "
           f"control (M = 1) x {args.seeds} seeds, {rl.steps} steps of {rl.prompts}x{rl.group_size} samples, lr {rl.lr} "
@@ -228,4 +217,3 @@ def job(args, argv: list[str]) -> int:
     return 0
 
 
-WALL_LINE = "Wall time: "  # the one line of summary.md that differs between an interrupted and an uninterrupted job

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from ..errors import SSPOError
 
+WALL_LINE = "Wall time: "  # the one line of a job's summary.md that differs between an interrupted and an uninterrupted run
+
 
 class JobMismatchError(SSPOError):
     """The run folder holds another job's runs."""

@@ -378,12 +378,8 @@ def job(args, argv: list[str]) -> int:
     else:
         runs, shared = sweep_runs(args.methods, args.mini_batches, args.seeds, grid)
     command = f"{PROG} " + " ".join(argv)
-    identity = {"job": "drift-map" if args.drift_map else "sweep", "task": asdict(task), "rl": asdict(rl),
-                "device": args.device, "threads": args.threads,
-                "cold_start": {"model_size": args.model_size, "steps": args.sft_steps, "batch": args.sft_batch,
-                               "lr": jobs.ColdStart.lr, "flawed_fraction": args.flawed_fraction,
-                               "group_size": args.group_size, "heldout": args.heldout},
-                "runs": sorted(store.run_key(r) for r in runs)}
+    identity = jobs.job_identity("drift-map" if args.drift_map else "sweep", args, task, rl,
+                                 sorted(store.run_key(r) for r in runs))
     folder = RunFolder(out, identity, command)
     folder.claim()
     config = {"argv": argv, "task_preset": args.task, "methods": args.methods,
@@ -501,7 +497,6 @@ def paired_table(rows: list[dict], chosen: dict, baseline: str, mini_batches) ->
     return "\n".join(lines)
 
 
-WALL_LINE = "Wall time: "  # summary.md's line that differs between an interrupted and an uninterrupted job
 
 
 def _wall(config: dict) -> str:
@@ -539,7 +534,7 @@ def sweep_summary(rows, results, chosen, config, args) -> str:
         f"{config.get('mean_response_tokens', float('nan')):.1f} tokens on average; cold start "
         f"{args.sft_steps} steps on demonstrations {args.flawed_fraction:.0%} flawed: greedy accuracy val "
         f"{np.mean(starts[0]):.3f}, test {np.mean(starts[1]):.3f} (mean of {args.seeds} seeds).",
-        "", f"{WALL_LINE}{_wall(config)}.", "",
+        "", f"{store.WALL_LINE}{_wall(config)}.", "",
         "Each method's knob is chosen by its val final accuracy (mean over M and seeds); the tables report the "
         "test split, which took no part in the choice.",
         "",
@@ -594,7 +589,7 @@ def drift_map_summary(results, config, args) -> str:
     ]
     lrs = sorted({run.lr for run in results})
     lines = [f"# Drift map: grpo_dapo (clip 0.2/0.28) at lr x M, {args.seeds} seed(s), {args.steps} steps", "",
-             f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`.", "", f"{WALL_LINE}{_wall(config)}.", "",
+             f"`python -m sspo_verl.testbed.sweep {' '.join(config['argv'])}`.", "", f"{store.WALL_LINE}{_wall(config)}.", "",
              "LLM-like: a clip fraction under 1% (verl's reports for GRPO 0.2/0.28 with 4 mini-batches: about 0.03%); "
              "stressed: over 10%. The first rollout batch trains at lr 0 (verl's warm-up starts there). Where the "
              "policy collapses (lr >= 3e-4), its groups stop having mixed rewards, their advantages are 0 and nothing "
