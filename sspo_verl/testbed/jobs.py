@@ -15,6 +15,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -121,6 +123,7 @@ def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str 
                        prompt_len=task.max_prompt_chars, response_len=task.response_len,
                        flawed_fraction=spec.flawed_fraction)
         model.save_pretrained(building)
+        tokenizer.save_pretrained(building)  # again: the folder renamed below must hold both, whatever touched it
     sft_s = time.perf_counter() - t0
     P, R = task.max_prompt_chars, task.response_len
     info = {"seed": spec.seed, "sft_s": sft_s, "parameters": sum(p.numel() for p in model.parameters())}
@@ -157,6 +160,21 @@ def _call(fn_args):
     return fn(*args)
 
 
+def _setup_worker(job_pid: int, device: str, threads: int | None) -> None:
+    """A pool worker: it dies with the job's process (Linux), so a job killed on its own (kill PID, not its process
+    group) leaves no worker finishing a cold start into a folder that another job may by then own; then
+    setup_process."""
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != job_pid:  # the job died before the call above took effect
+            os._exit(1)
+    setup_process(device, threads)
+
+
 def run_parallel(calls: Iterable[tuple[Callable, tuple]], workers: int, device: str, threads: int | None,
                  on_result: Callable[[int, object], None] | None = None) -> list:
     """fn(*args) for each call, in `workers` spawned processes (in this one when workers == 1), results in call
@@ -171,8 +189,8 @@ def run_parallel(calls: Iterable[tuple[Callable, tuple]], workers: int, device: 
                 on_result(i, results[i])
         return results
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch / gloo state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=setup_process,
-                             initargs=(device, threads)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_setup_worker,
+                             initargs=(os.getpid(), device, threads)) as pool:
         futures = {pool.submit(_call, call): i for i, call in enumerate(calls)}
         from concurrent.futures import as_completed
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import SSPOError
 
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what a cold start's folder must hold
 WALL_LINE = "Wall time: "  # the one line of a job's summary.md that differs between an interrupted and an uninterrupted run
 
 
@@ -148,8 +149,9 @@ class RunFolder:
     def cold_start_info(self, seed: int, need_weights: bool) -> dict | None:
         """Seed's finished cold start (its info), or None when it must be built (again, when its weights are
         needed and gone)."""
-        info = self.cold_dir / f"seed{seed}.json"
-        if not info.exists() or (need_weights and not (self.cold_start_path(seed) / "config.json").exists()):
+        info, weights = self.cold_dir / f"seed{seed}.json", self.cold_start_path(seed)
+        # a checkpoint without its tokenizer would load verl's fallback, which encodes every prompt to nothing
+        if not info.exists() or (need_weights and not all((weights / name).exists() for name in CHECKPOINT_FILES)):
             return None
         return json.loads(info.read_text())
 

@@ -165,3 +165,71 @@ def test_a_job_stopped_by_the_quality_gate_keeps_its_cold_starts(tmp_path):
     RunFolder(tmp_path, {"task": 2}, "another command").claim(log=lines.append)
     assert "held the cold starts of another job (`cmd`, which differs in 1 setting(s) (task: 1 there, 2 here))" \
         in lines[0] and not (tmp_path / "cold_start").exists()
+
+
+def test_a_cold_start_whose_folder_lacks_a_file_is_built_again(tmp_path):
+    """A checkpoint without its tokenizer (a build that something else touched: a killed job's orphaned worker
+    finishing into the folder of the job that replaced it) once loaded verl's fallback tokenizer, which encodes every
+    prompt to nothing, and the first RL step failed inside verl (prompt_len 0). A seed's cold start is reused only
+    when its folder holds the weights, their config and the tokenizer."""
+    from sspo_verl.testbed.store import CHECKPOINT_FILES
+
+    folder = RunFolder(tmp_path, {"task": 1}, "cmd")
+    folder.claim()
+    info = {"seed": 0, "val_acc": 0.5}
+    folder.save_cold_start(0, info)
+    weights = folder.cold_start_path(0)
+    weights.mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        (weights / name).write_text("{}")
+    assert folder.cold_start_info(0, need_weights=True) == info
+    for name in CHECKPOINT_FILES:
+        (weights / name).rename(weights / f"{name}.gone")
+        assert folder.cold_start_info(0, need_weights=True) is None, f"reused without {name}"
+        assert folder.cold_start_info(0, need_weights=False) == info  # its runs are done: the numbers suffice
+        (weights / f"{name}.gone").rename(weights / name)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # the parent pid, after the state
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running: its /proc entry exists and it is not a zombie (exited, not yet reaped by its new parent)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the workers' parent-death signal is Linux's prctl")
+def test_a_job_killed_alone_takes_its_workers_with_it(tmp_path):
+    """SIGKILL of the job's process only (not its group): its pool workers die too, instead of finishing their cold
+    starts into a folder that a rerun may own by then (how the middle-length sweep got a checkpoint without its
+    tokenizer)."""
+    proc = _sweep(tmp_path / "out", extra=["--seeds", "2"])  # overrides TINY_SWEEP's 1 seed: two workers build
+    deadline = time.monotonic() + 300
+    while len(workers := _children(proc.pid)) < 2:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the pool's workers never started"
+        time.sleep(0.05)
+    time.sleep(1.0)  # past their initializer
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in workers if _alive(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers of the killed job still running: {alive}"
