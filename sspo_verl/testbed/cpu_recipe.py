@@ -133,19 +133,13 @@ def build_settings(seed: int) -> dict:
 def quality(model, tokenizer, seed: int, heldout: int = GATE_HELDOUT, group_size: int = GROUP_SIZE) -> dict:
     """What RL starts from, on the task's val split: greedy accuracy, and sampled pass@1 and pass@G (G samples
     per problem at temperature 1, as the recipe's rollout draws a group): the quality gate's inputs."""
-    import torch
-
     from . import policy as pol
 
     problems = TASK.heldout(heldout, "val")
     P, R = TASK.max_prompt_chars, TASK.response_len  # one token per character (bytes)
-    repeated = [p for p in problems for _ in range(group_size)]
-    ids, mask = pol.encode_prompts(tokenizer, repeated, P)
-    resp, resp_mask = pol.sample(model, ids, mask, R, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                                 generator=torch.Generator().manual_seed(seed))
-    scores = pol.rewards_of(tokenizer, repeated, resp, resp_mask).view(-1, group_size)  # (N, G)
-    return {"val_acc": pol.accuracy(model, tokenizer, problems, P, R), "val_pass1": scores.mean().item(),
-            "val_pass_g": scores.max(1).values.mean().item(), "group_size": group_size, "heldout": heldout}
+    sampled = pol.sampled_pass(model, tokenizer, problems, group_size, P, R, seed)
+    return {"val_acc": pol.accuracy(model, tokenizer, problems, P, R), "val_pass1": sampled["val_pass1"],
+            "val_pass_g": sampled["val_pass_g"], "group_size": group_size, "heldout": heldout}
 
 
 def make_cold_start(path: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict:

@@ -106,8 +106,6 @@ def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str 
     then renamed). Returns what it starts RL from: greedy accuracy on both held-out splits, and on val the sampled
     pass@1 and pass@G (G samples at temperature 1, as a rollout draws them) and the sampled responses' mean length
     in tokens (EOS included, as verl's response_mask counts them)."""
-    import torch
-
     from . import policy as pol
     from .arithmetic import build_tokenizer
 
@@ -129,14 +127,8 @@ def cold_start(spec: ColdStart, task: ArithmeticTask, heldout: int, device: str 
     info = {"seed": spec.seed, "sft_s": sft_s, "parameters": sum(p.numel() for p in model.parameters())}
     for split in ("val", "test"):
         info[f"{split}_acc"] = pol.accuracy(model, tokenizer, task.heldout(heldout, split), P, R)
-    problems = [p for p in task.heldout(heldout, "val") for _ in range(group_size)]
-    ids, mask = pol.encode_prompts(tokenizer, problems, P)
-    gen = torch.Generator(device).manual_seed(spec.seed)
-    resp, resp_mask = pol.sample(model, ids.to(device), mask.to(device), R, tokenizer.eos_token_id,
-                                 tokenizer.pad_token_id, generator=gen)
-    scores = pol.rewards_of(tokenizer, problems, resp.cpu(), resp_mask.cpu()).view(-1, group_size)  # (N, G)
-    info.update(val_pass1=scores.mean().item(), val_pass_g=scores.max(1).values.mean().item(), group_size=group_size,
-                sample_response_tokens=resp_mask.sum(1).float().mean().item())
+    info.update(pol.sampled_pass(model, tokenizer, task.heldout(heldout, "val"), group_size, P, R, spec.seed, device),
+                group_size=group_size)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(building, final)
     return info

@@ -118,6 +118,19 @@ def rewards_of(tokenizer, problems: list[Problem], responses, response_mask) -> 
     return torch.tensor([reward(t, p.answer) if f else 0.0 for t, p, f in zip(texts, problems, finished.tolist())])
 
 
+def sampled_pass(model, tokenizer, problems: list[Problem], group_size: int, prompt_len: int, response_len: int,
+                 seed: int, device: str = "cpu") -> dict:
+    """G samples per problem at temperature 1, as a rollout draws a group: sampled pass@1 and pass@G, and the
+    samples' mean length in tokens (EOS included, as verl's response_mask counts them). The quality gate's inputs."""
+    repeated = [p for p in problems for _ in range(group_size)]
+    ids, mask = encode_prompts(tokenizer, repeated, prompt_len)
+    resp, resp_mask = sample(model, ids.to(device), mask.to(device), response_len, tokenizer.eos_token_id,
+                             tokenizer.pad_token_id, generator=torch.Generator(device).manual_seed(seed))
+    scores = rewards_of(tokenizer, repeated, resp.cpu(), resp_mask.cpu()).view(-1, group_size)  # (N, G)
+    return {"val_pass1": scores.mean().item(), "val_pass_g": scores.max(1).values.mean().item(),
+            "sample_response_tokens": resp_mask.sum(1).float().mean().item()}
+
+
 def accuracy(model, tokenizer, problems: list[Problem], prompt_len: int, response_len: int, batch: int = 256) -> float:
     """Greedy accuracy on `problems` (the held-out metric)."""
     model.eval()
