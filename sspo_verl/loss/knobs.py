@@ -126,3 +126,11 @@ def check_knobs(config: Any, loss_mode: str) -> None:
         raise ConfigError(
             f"loss_mode={loss_mode}: {ACTOR}.{key}={value!r} " + ("is not a number; it " if number is None else "")
             + f"must be {rule.need}: {rule.why}. Fix: {ACTOR}.{key}={rule.example}." + from_knob(f"{ACTOR}.{key}"))
+
+
+def settings_read(loss_mode: str) -> list[str]:
+    """The actor keys a loss mode reads, for the lines that report them (dry run, preflight): a baseline's own
+    (KNOB_RULES), an SSPO mode's temperatures; none for a loss this package does not know."""
+    if loss_mode in KNOB_RULES:
+        return [rule.key for rule in KNOB_RULES[loss_mode]]
+    return ["tau_pos", "tau_neg"] if loss_mode.startswith("sspo") else []

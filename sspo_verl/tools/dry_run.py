@@ -23,7 +23,6 @@ import warnings as python_warnings
 
 from .. import cli
 from ..errors import SSPOError
-from ..loss.methods import METHODS
 from .method_lines import one_line
 
 PROG = "python -m sspo_verl.tools.dry_run"
@@ -40,10 +39,6 @@ PLACEHOLDERS = [
     "actor_rollout_ref.actor.ppo_mini_batch_size=64", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
     "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
 ]
-
-# the settings each loss mode reads, from the methods table (sspo_<gate> and sapo: the temperatures)
-LOSS_SETTINGS = {s["loss_mode"]: [k for k in s if k not in ("loss_mode", "loss_agg_mode")] for s in METHODS.values()}
-
 
 def compose(overrides: list[str]):
     """verl's `ppo_trainer.yaml` from the installed verl, composed with Hydra overrides as `main_ppo` does."""
@@ -71,9 +66,9 @@ def validate(cfg) -> list[str]:
 
 def loss_settings(actor) -> str:
     """`key=value` for the settings the loss mode reads (no clip ratios for sspo, no temperatures for vanilla)."""
-    mode = actor.policy_loss.loss_mode
-    keys = ["tau_pos", "tau_neg"] if mode.startswith("sspo") else LOSS_SETTINGS.get(mode, [])
-    return " ".join(f"{k}={getattr(actor, k)}" for k in keys)
+    from ..loss.knobs import settings_read
+
+    return " ".join(f"{k}={getattr(actor, k)}" for k in settings_read(actor.policy_loss.loss_mode))
 
 
 def check(overrides: list[str]) -> list[str]:

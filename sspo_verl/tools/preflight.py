@@ -273,15 +273,10 @@ def node_line(ip: str, report: dict, s: Settings) -> str:
 
 def loss_settings(s) -> str:
     """'key=value ..., ' for the settings the loss mode reads: a baseline's own (loss/knobs.py), SSPO's temperatures."""
-    from ..loss.knobs import KNOB_RULES
+    from ..loss.knobs import settings_read
 
-    if s.loss_mode in KNOB_RULES:
-        keys = [rule.key for rule in KNOB_RULES[s.loss_mode]]
-    elif s.loss_mode.startswith("sspo"):
-        keys = ["tau_pos", "tau_neg"]
-    else:  # a loss of the user's own: its settings are its business
-        return ""
-    return " ".join(f"{key}={s.knobs.get(key)}" for key in keys) + ", "
+    keys = settings_read(s.loss_mode)  # none for a loss of the user's own: its settings are its business
+    return " ".join(f"{key}={s.knobs.get(key)}" for key in keys) + ", " if keys else ""
 
 
 def summary(reports: dict[str, dict], s: Settings) -> tuple[list[str], list[str]]:
