@@ -143,15 +143,13 @@ def argument_values(arguments: list[str]) -> dict:
 
 def import_argument_libs(libs) -> None:
     """Import the arguments' actor_rollout_ref.model.external_lib (a name or a list), as verl will."""
-    from verl.utils.import_utils import import_external_libs
+    from .preflight import import_failure
 
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            import_external_libs(libs)
-    except Exception as exc:  # the user's module: whatever it raises is reported, naming the argument
-        raise SSPOError(f"your argument {EXTERNAL_LIB_KEY}={libs} does not import here ({type(exc).__name__}: "
-                        f"{one_line(exc)}); put its folder on PYTHONPATH, or name its .py file in GATE_MODULE "
-                        f"instead") from None
+    with contextlib.redirect_stdout(sys.stderr):
+        failure = import_failure(libs)  # the user's module: whatever it raises is reported, naming the argument
+    if failure:
+        raise SSPOError(f"your argument {EXTERNAL_LIB_KEY}={libs} does not import here ({failure}); put its folder "
+                        f"on PYTHONPATH, or name its .py file in GATE_MODULE instead")
 
 
 # ---------------------------------------------------------------------------------------------------

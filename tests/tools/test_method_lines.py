@@ -251,3 +251,13 @@ def test_command_line_errors_are_one_line(argv, message):
     out = subprocess.run([sys.executable, "-m", "sspo_verl.tools.method_lines", *argv], capture_output=True,
                          text=True, env=os.environ)
     assert_one_error_line(out, PROG, message, "(see --help)")
+
+
+def test_an_external_lib_argument_that_does_not_import_names_the_argument_and_the_fix():
+    from sspo_verl.errors import SSPOError
+    from sspo_verl.tools.method_lines import import_argument_libs
+
+    with pytest.raises(SSPOError, match=r"^your argument actor_rollout_ref\.model\.external_lib=no_such_gates_ml does "
+                                        r"not import here \(ModuleNotFoundError: No module named 'no_such_gates_ml'\); "
+                                        r"put its folder on PYTHONPATH, or name its \.py file in GATE_MODULE instead$"):
+        import_argument_libs("no_such_gates_ml")
