@@ -89,12 +89,18 @@ from tests.docs_blocks import NOT_RUN_LANGUAGES, RUN_LANGUAGES, RunSpec, docs_sy
 SKIP_REASON = re.compile(r'^next\s+(["\'])(?P<reason>.{10,}?)\1\s*$')  # sybil evaluates the reason as Python
 
 
+def fenced_blocks(page: Path) -> list[tuple[int, str, str]]:
+    """(line, info string, source) of every fenced block of a page."""
+    text = page.read_text(encoding="utf-8")
+    lexer = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<info>[^\n]*)\n"),
+                                    mapping={"info": "info", "source": "source"})
+    return [(text.count("\n", 0, region.start) + 1, region.lexemes["info"].strip(), str(region.lexemes["source"]))
+            for region in lexer(Document(text, str(page)))]
+
+
 def fences(page: Path) -> list[tuple[int, str]]:
     """(line, info string) of every fenced block of a page."""
-    text = page.read_text(encoding="utf-8")
-    lexer = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<info>[^\n]*)\n"), mapping={"info": "info"})
-    return [(text.count("\n", 0, region.start) + 1, region.lexemes["info"].strip())
-            for region in lexer(Document(text, str(page)))]
+    return [(line, info) for line, info, _ in fenced_blocks(page)]
 
 
 def directives(page: Path, name: str) -> list[tuple[int, str]]:
@@ -138,28 +144,13 @@ RUN_ELSEWHERE = re.compile(r"run by (?P<test>tests/[\w/]+\.py)")
 
 def _skipped_blocks(page: Path) -> list[tuple[int, str, str]]:
     """(line, skip reason, the source of the block it skips) for every skipped block of a page."""
-    text = page.read_text(encoding="utf-8")
-    skips = directives(page, "skip")
-    blocks = [(line, source) for line, source in _block_sources(text)]
+    blocks = fenced_blocks(page)
     found = []
-    for line, arguments in skips:
-        following = [b for b in blocks if b[0] > line]
+    for line, arguments in directives(page, "skip"):
+        following = [source for block_line, _, source in blocks if block_line > line]
         if following:
-            found.append((line, arguments, following[0][1]))
+            found.append((line, arguments, following[0]))
     return found
-
-
-def _block_sources(text: str) -> list[tuple[int, str]]:
-    lines, blocks, i = text.splitlines(), [], 0
-    while i < len(lines):
-        if lines[i].startswith("```"):
-            j = i + 1
-            while j < len(lines) and not lines[j].startswith("```"):
-                j += 1
-            blocks.append((i + 1, "\n".join(lines[i + 1:j])))
-            i = j
-        i += 1
-    return blocks
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_rel)
